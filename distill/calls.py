@@ -1,0 +1,133 @@
+"""calls.sqlite: every model call (request, response, tokens, cost, latency), and the cache
+that makes a rerun after a crash re-send nothing that already finished."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    stage TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT,
+    error TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    latency_s REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_stage ON calls(stage);
+"""
+
+
+def request_key(model: str, request: Any) -> str:
+    """Stable hash of what is sent: same model and request, same key."""
+    blob = json.dumps({"model": model, "request": request}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class CallRecord:
+    key: str
+    stage: str
+    model: str
+    request: Any
+    response: Any
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    attempts: int = 1
+
+
+class CallLog:
+    """A thread-safe SQLite log. A row with a response is a finished call: `get` returns it
+    so the caller re-sends nothing. Commits after every put, so a kill loses at most the
+    call in flight."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def get(self, key: str) -> CallRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key, stage, model, request, response, error, prompt_tokens, "
+                "completion_tokens, cost_usd, latency_s, attempts FROM calls "
+                "WHERE key = ? AND response IS NOT NULL",
+                (key,),
+            ).fetchone()
+        if row is None:
+            return None
+        return CallRecord(
+            key=row[0],
+            stage=row[1],
+            model=row[2],
+            request=json.loads(row[3]),
+            response=json.loads(row[4]),
+            error=row[5],
+            prompt_tokens=row[6],
+            completion_tokens=row[7],
+            cost_usd=row[8],
+            latency_s=row[9],
+            attempts=row[10],
+        )
+
+    def put(self, rec: CallRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    rec.key,
+                    rec.stage,
+                    rec.model,
+                    json.dumps(rec.request, ensure_ascii=False, default=str),
+                    None if rec.response is None else json.dumps(rec.response, ensure_ascii=False, default=str),
+                    rec.error,
+                    rec.prompt_tokens,
+                    rec.completion_tokens,
+                    rec.cost_usd,
+                    rec.latency_s,
+                    rec.attempts,
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                ),
+            )
+            self._db.commit()
+
+    def totals(self, stage: str | None = None) -> dict[str, float]:
+        """Calls, tokens and dollars so far (for status and budget caps)."""
+        where, args = ("WHERE stage = ?", (stage,)) if stage else ("", ())
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), "
+                f"COALESCE(SUM(cost_usd),0) FROM calls {where}",
+                args,
+            ).fetchone()
+        return {
+            "calls": row[0],
+            "prompt_tokens": row[1],
+            "completion_tokens": row[2],
+            "cost_usd": round(row[3], 6),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

