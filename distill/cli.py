@@ -43,7 +43,9 @@ class LazyGroup(click.Group):
 
             @click.command(name=name, help=f"(unavailable: {reason})")
             def unavailable() -> None:
-                raise click.ClickException(f"command {name!r} is not available in this build: {reason}")
+                raise click.ClickException(
+                    f"command {name!r} is not available in this build: {reason}"
+                )
 
             return unavailable
 
@@ -58,7 +60,9 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             if os.environ.get("DISTILL_DEBUG"):
                 raise
-            click.echo("Interrupted; finished work is saved. Rerun the same command to resume.", err=True)
+            click.echo(
+                "Interrupted; finished work is saved. Rerun the same command to resume.", err=True
+            )
             ctx.exit(130)
 
 

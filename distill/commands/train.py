@@ -1,0 +1,97 @@
+"""`distill train`: a hosted fine-tune (OpenAI or compatible) or a local LoRA adapter."""
+
+from __future__ import annotations
+
+import click
+
+from distill.commands.options import run_option
+from distill.models import DEFAULT_STUDENT, parse_model
+from distill.runs import Run
+
+
+@click.command()
+@run_option
+@click.option(
+    "--student",
+    default=DEFAULT_STUDENT,
+    show_default=True,
+    help="gpt-4o-mini (hosted) or local:NAME|PATH (LoRA on this machine).",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Default: OpenAI's rule (3, scaled to 100..25,000 example-epochs).",
+)
+@click.option(
+    "--batch-size", type=int, default=None, help="Hosted: examples per batch (default auto)."
+)
+@click.option("--require-review", is_flag=True, help="Refuse while examples are unreviewed.")
+@click.option("--yes", "-y", is_flag=True, help="Hosted: skip the cost confirmation.")
+# hosted
+@click.option("--base-url", default=None, help="Hosted: an OpenAI-compatible fine-tuning API.")
+@click.option(
+    "--lr-multiplier",
+    type=float,
+    default=None,
+    help="Hosted: learning-rate multiplier (default auto).",
+)
+@click.option("--suffix", default=None, help="Hosted: model name suffix (default: the run name).")
+@click.option("--seed", type=int, default=None, help="Hosted job seed / local shuffling seed.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Hosted: follow the job until it ends.",
+)
+@click.option("--attach", is_flag=True, help="Hosted: re-attach to the run's existing job.")
+@click.option("--cancel", is_flag=True, help="Hosted: cancel the run's job.")
+# local
+@click.option("--lr", type=float, default=None, help="Local: learning rate (default 2e-4).")
+@click.option("--lora-r", type=int, default=None, help="Local: LoRA rank (default 16).")
+@click.option("--lora-alpha", type=int, default=None, help="Local: LoRA alpha (default 2 x r).")
+@click.option(
+    "--lora-dropout", type=float, default=None, help="Local: LoRA dropout (default 0.05)."
+)
+@click.option(
+    "--batch-tokens",
+    type=int,
+    default=None,
+    help="Local: tokens per optimiser step (default 4096).",
+)
+@click.option(
+    "--max-seq-len", type=int, default=None, help="Local: truncate longer examples (default 1024)."
+)
+@click.option(
+    "--patience",
+    type=int,
+    default=None,
+    help="Local: epochs of rising eval loss before stopping (default 1).",
+)
+@click.option("--device", default="auto", show_default=True, help="Local: auto, cpu or cuda.")
+@click.option("--merge", is_flag=True, help="Local: also write a merged model.")
+def train(run_dir, student: str, require_review: bool, **opts) -> None:
+    """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation)."""
+    run = Run.open(run_dir)
+    ref = parse_model(student)
+    if require_review:
+        from distill.stages.review import unreviewed_count
+
+        left = unreviewed_count(run)
+        if left:
+            raise click.ClickException(
+                f"{left} examples are unreviewed; run `distill review` (or `distill review "
+                "--accept-unflagged`) first, or drop --require-review"
+            )
+    if ref.provider == "local":
+        from distill.stages.train_local import train_local
+
+        train_local(run, ref.name, **opts)
+    elif ref.provider == "openai":
+        from distill.stages.train_hosted import train_hosted
+
+        train_hosted(run, ref.name, **opts)
+    else:
+        raise click.ClickException(
+            f"cannot fine-tune {student!r}: use a hosted model (gpt-4o-mini) or local:NAME|PATH"
+        )
