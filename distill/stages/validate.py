@@ -1,0 +1,824 @@
+"""Check a chat JSONL file against OpenAI's fine-tuning format before paying for a fine-tune.
+
+The file is streamed in binary, one bounded line at a time, so memory stays flat in the file's
+size (the only per-example state is 16 bytes for exact-duplicate detection). Token counts are
+exact o200k counts from `quicktok`, batched; statistics are kept as histograms and summarised
+with polars. `distill train` and `distill review` reuse `validate_file` and `check_example`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from distill.style import StyleSpec
+
+MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is reported and skipped, never parsed
+MIN_EXAMPLES = 10  # OpenAI refuses a training file with fewer
+MAX_STORED_PER_CODE = 10_000  # problems kept per code; counts stay exact beyond that
+TOKEN_BATCH = 4096  # examples per tokenizer call
+
+TOP_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
+MESSAGE_KEYS = frozenset(
+    {"role", "content", "name", "function_call", "tool_calls", "tool_call_id", "weight"}
+)
+ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
+BOM = b"\xef\xbb\xbf"
+_TOP_TYPES: tuple[tuple[str, type, str], ...] = (
+    ("tools", list, "an array"),
+    ("functions", list, "an array"),
+    ("parallel_tool_calls", bool, "a boolean"),
+)
+_MESSAGE_TYPES: tuple[tuple[str, type, str], ...] = (
+    ("name", str, "a string"),
+    ("tool_call_id", str, "a string"),
+    ("tool_calls", list, "an array"),
+    ("function_call", dict, "an object"),
+)
+
+# OpenAI's default epoch rule for fine-tuning jobs (from the cookbook's data-prep notebook).
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+TOKENS_PER_MESSAGE = 3  # <|start|>role ... <|end|> overhead, as in the cookbook
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
+
+# Every code the validator can emit: (severity, what it means). The README lists these.
+CODES: dict[str, tuple[str, str]] = {
+    "invalid-json": ("error", "the line is not valid JSON"),
+    "truncated-line": ("error", "the last line has no newline and is not valid JSON: cut off"),
+    "invalid-utf8": ("error", "the line has bytes that are not UTF-8"),
+    "invalid-unicode": ("error", "a string holds a lone surrogate escape such as \\ud800"),
+    "line-too-long": ("error", f"the line is over {MAX_LINE_BYTES // (1024 * 1024)} MiB"),
+    "too-deep": ("error", "the JSON is nested too deeply to parse"),
+    "bom": ("error", "the file starts with a UTF-8 byte-order mark"),
+    "not-object": ("error", "the line is JSON but not an object"),
+    "unknown-key": ("error", "a top-level key OpenAI does not accept"),
+    "missing-messages": ("error", "no `messages` key"),
+    "messages-not-list": ("error", "`messages` is not a list"),
+    "messages-empty": ("error", "`messages` is an empty list"),
+    "message-not-object": ("error", "a message is not an object"),
+    "unknown-message-key": ("error", "a message key OpenAI does not accept"),
+    "missing-role": ("error", "a message has no `role`"),
+    "unknown-role": ("error", "a role other than system, user, assistant, tool, function"),
+    "missing-content": ("error", "a message has no `content`"),
+    "null-content": ("error", "`content` is null outside an assistant tool/function call"),
+    "content-type": ("error", "`content` is not a string"),
+    "bad-type": ("error", "name, tool_calls, tools, ... has the wrong JSON type"),
+    "weight-not-assistant": ("error", "`weight` on a message that is not the assistant's"),
+    "bad-weight": ("error", "`weight` is not 0 or 1"),
+    "no-assistant": ("error", "the example has no assistant message"),
+    "too-few-examples": ("error", f"fewer than {MIN_EXAMPLES} valid examples"),
+    "crlf": ("warning", "lines end with CRLF"),
+    "blank-line": ("warning", "an empty line"),
+    "empty-content": ("warning", "a message with empty content"),
+    "nothing-to-learn": ("warning", "every assistant message has weight 0"),
+    "too-many-tokens": ("warning", "the example is over the model's training context"),
+    "duplicate": ("warning", "an exact duplicate of an earlier line"),
+    "no-system-prompt": ("warning", "no system prompt where other examples have one"),
+    "system-prompt-differs": ("warning", "a system prompt unlike the most common one"),
+    "style": ("warning", "a reply breaks the --style spec"),
+}
+
+
+@dataclass
+class Problem:
+    """One finding. `line` is 1-based; None for a problem with the file as a whole."""
+
+    code: str
+    message: str
+    line: int | None = None
+
+    @property
+    def severity(self) -> str:
+        return CODES.get(self.code, ("error", ""))[0]
+
+    def format(self, file: str) -> str:
+        where = f"{file}:{self.line}" if self.line is not None else file
+        return f"{where}: {self.code}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "code": self.code, "message": self.message}
+
+
+@dataclass
+class ValidationReport:
+    """What `validate_file` found: problems (capped per code, counts exact) and statistics."""
+
+    path: str
+    model: str
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when OpenAI would accept the file (warnings allowed)."""
+        return self.error_count == 0
+
+    @property
+    def error_count(self) -> int:
+        return sum(n for c, n in self.counts.items() if CODES.get(c, ("error",))[0] == "error")
+
+    @property
+    def warning_count(self) -> int:
+        return sum(n for c, n in self.counts.items() if CODES.get(c, ("error",))[0] == "warning")
+
+    def omitted(self) -> dict[str, int]:
+        """Per code, how many problems were counted but not kept (beyond the per-code cap)."""
+        kept: dict[str, int] = {}
+        for p in self.errors + self.warnings:
+            kept[p.code] = kept.get(p.code, 0) + 1
+        return {c: n - kept.get(c, 0) for c, n in self.counts.items() if n > kept.get(c, 0)}
+
+    def lines(self) -> Iterable[str]:
+        for p in self.errors + self.warnings:
+            yield p.format(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "valid": self.ok,
+            "model": self.model,
+            "error_count": self.error_count,
+            "warning_count": self.warning_count,
+            "counts": dict(sorted(self.counts.items())),
+            "omitted": self.omitted(),
+            "errors": [p.to_dict() for p in self.errors],
+            "warnings": [p.to_dict() for p in self.warnings],
+            "stats": self.stats,
+        }
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _keys(keys: Iterable[str]) -> str:
+    return ", ".join(repr(k) for k in sorted(keys))
+
+
+def _check(obj: Any) -> list[tuple[str, str]]:
+    """(code, message) for every format rule `obj` breaks; empty when it is a valid example."""
+    if not isinstance(obj, dict):
+        hint = (
+            " (the file looks like a JSON array; write one example per line)"
+            if isinstance(obj, list)
+            else ""
+        )
+        return [
+            (
+                "not-object",
+                f"a JSON {_type_name(obj)}, not an object; each line must be one example "
+                f'{{"messages": [...]}}{hint}',
+            )
+        ]
+    out: list[tuple[str, str]] = []
+    extra = obj.keys() - TOP_KEYS
+    if extra:
+        out.append(
+            (
+                "unknown-key",
+                f"unknown top-level key {_keys(extra)}; OpenAI accepts only {_keys(TOP_KEYS)}",
+            )
+        )
+    for key, want, name in _TOP_TYPES:
+        if key in obj and not isinstance(obj[key], want):
+            out.append(("bad-type", f"{key} must be {name}, got {_type_name(obj[key])}"))
+    if "messages" not in obj:
+        out.append(("missing-messages", 'no "messages" key; each line must be {"messages": [...]}'))
+        return out
+    messages = obj["messages"]
+    if not isinstance(messages, list):
+        out.append(("messages-not-list", f"messages must be an array, got {_type_name(messages)}"))
+        return out
+    if not messages:
+        out.append(
+            (
+                "messages-empty",
+                "messages is an empty array; add at least a user and an assistant message",
+            )
+        )
+        return out
+    has_assistant = False
+    trained = False
+    for i, m in enumerate(messages):
+        if type(m) is dict and len(m) == 2:  # the common case: just role and content
+            role = m.get("role")
+            content = m.get("content")
+            if type(role) is str and role in ROLES and type(content) is str and content:
+                if role == "assistant":
+                    has_assistant = trained = True
+                continue
+        at = f"messages[{i}]"
+        if not isinstance(m, dict):
+            out.append(
+                (
+                    "message-not-object",
+                    f"{at} is a {_type_name(m)}, not an object with role and content",
+                )
+            )
+            continue
+        if not m.keys() <= MESSAGE_KEYS:
+            out.append(
+                (
+                    "unknown-message-key",
+                    f"{at} has unknown key {_keys(m.keys() - MESSAGE_KEYS)}; allowed: {_keys(MESSAGE_KEYS)}",
+                )
+            )
+        role = m.get("role")
+        if role is None:
+            out.append(("missing-role", f"{at} has no role; use one of {_keys(ROLES)}"))
+        elif not isinstance(role, str) or role not in ROLES:
+            shown = repr(role) if isinstance(role, str) else _type_name(role)
+            out.append(("unknown-role", f"{at} has role {shown[:60]}; use one of {_keys(ROLES)}"))
+        is_assistant = role == "assistant"
+        calls = m.get("tool_calls") or m.get("function_call")
+        if "content" not in m:
+            if not (is_assistant and calls):
+                out.append(("missing-content", f"{at} has no content"))
+        else:
+            content = m["content"]
+            if content is None:
+                if not (is_assistant and calls):
+                    out.append(
+                        (
+                            "null-content",
+                            f"{at} content is null; only an assistant message with tool_calls or "
+                            "function_call may have null content",
+                        )
+                    )
+            elif not isinstance(content, str):
+                out.append(
+                    ("content-type", f"{at} content must be a string, got {_type_name(content)}")
+                )
+            elif not content:
+                out.append(("empty-content", f"{at} ({role}) content is empty"))
+        for key, want, name in _MESSAGE_TYPES:
+            if key in m and not isinstance(m[key], want):
+                out.append(("bad-type", f"{at} {key} must be {name}, got {_type_name(m[key])}"))
+        if "weight" in m:
+            w = m["weight"]
+            if not is_assistant:
+                out.append(
+                    ("weight-not-assistant", f"{at} has a weight but only assistant messages may")
+                )
+            elif isinstance(w, bool) or w not in (0, 1):
+                out.append(("bad-weight", f"{at} weight must be 0 or 1, got {json.dumps(w)[:40]}"))
+            elif w == 1:
+                trained = True
+        elif is_assistant:
+            trained = True
+        has_assistant = has_assistant or is_assistant
+    if not has_assistant:
+        out.append(
+            ("no-assistant", "no assistant message; each example needs at least one reply to learn")
+        )
+    elif not trained and not any(c for c, _ in out if CODES[c][0] == "error"):
+        out.append(
+            (
+                "nothing-to-learn",
+                "every assistant message has weight 0; the example teaches nothing",
+            )
+        )
+    return out
+
+
+def check_example(obj: Any) -> list[Problem]:
+    """Every format problem (errors and warnings) in one parsed example, without line numbers."""
+    problems = [Problem(code, msg) for code, msg in _check(obj)]
+    if isinstance(obj, dict) and _has_surrogate(obj):
+        problems.append(Problem("invalid-unicode", _SURROGATE_MSG))
+    return problems
+
+
+def is_valid_example(obj: Any) -> bool:
+    return not any(p.severity == "error" for p in check_example(obj))
+
+
+_SURROGATE_MSG = "a string holds a lone surrogate escape (like \\ud800) that is not valid Unicode"
+
+
+def _has_surrogate(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def default_epochs(n_examples: int) -> int:
+    """OpenAI's default: 3 epochs, raised or lowered so epochs x examples is in 100..25,000."""
+    if n_examples <= 0:
+        return 0
+    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n_examples))
+    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return TARGET_EPOCHS
+
+
+class _Collector:
+    """Problems kept per code up to a cap; counts always exact."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.counts: dict[str, int] = {}
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def add(self, line: int | None, code: str, message: str) -> None:
+        n = self.counts.get(code, 0) + 1
+        self.counts[code] = n
+        if n <= self.cap:
+            p = Problem(code, message, line)
+            (self.errors if CODES[code][0] == "error" else self.warnings).append(p)
+
+
+class _Tokens:
+    """Exact o200k token counts per example, batched through quicktok, kept as histograms."""
+
+    def __init__(self, limit: int, collector: _Collector) -> None:
+        import quicktok
+
+        self.quicktok = quicktok
+        self.enc = quicktok.get_encoding("o200k_base")
+        self.limit = limit
+        self.collector = collector
+        self.role_tokens = {r: self.enc.count(r) for r in ROLES}
+        self.cached: dict[str, int] = {}  # repeated system prompts, counted once
+        self.texts: list[str] = []
+        self.ends: list[int] = []  # len(texts) after each pending example
+        self.fixed: list[int] = []  # per pending example: overhead + cached counts
+        self.lines: list[int] = []
+        self.token_hist: dict[int, int] = {}
+        self.billed = 0
+        self.over = 0
+
+    def add(self, line: int, obj: dict[str, Any]) -> None:
+        texts = self.texts
+        fixed = REPLY_PRIMING
+        role_tokens = self.role_tokens
+        for m in obj["messages"]:
+            role = m["role"]
+            fixed += TOKENS_PER_MESSAGE + role_tokens[role]
+            c = m.get("content")
+            if c:
+                if role == "system":
+                    n = self.cached.get(c)
+                    if n is None:
+                        n = self._count_one(c)
+                        if len(self.cached) < 1024:
+                            self.cached[c] = n
+                    fixed += n
+                else:
+                    texts.append(c)
+            if len(m) > 2:
+                name = m.get("name")
+                if name:
+                    texts.append(name)
+                    fixed += TOKENS_PER_NAME
+                for key in ("tool_calls", "function_call"):
+                    if m.get(key):
+                        texts.append(json.dumps(m[key], ensure_ascii=False))
+        for key in ("tools", "functions"):
+            if obj.get(key):
+                texts.append(json.dumps(obj[key], ensure_ascii=False))
+        self.ends.append(len(texts))
+        self.fixed.append(fixed)
+        self.lines.append(line)
+        if len(self.lines) >= TOKEN_BATCH:
+            self.flush()
+
+    def _count_one(self, text: str) -> int:
+        try:
+            return int(self.enc.count(text))
+        except Exception:  # a string the tokenizer cannot take; never reached for checked lines
+            return int(self.enc.count(text.encode("utf-8", "replace").decode("utf-8")))
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        import numpy as np
+
+        try:
+            counts = np.asarray(self.quicktok.count_batch(self.enc, self.texts), dtype=np.int64)
+        except Exception:
+            counts = np.array([self._count_one(t) for t in self.texts], dtype=np.int64)
+        cum = np.concatenate(([0], np.cumsum(counts)))
+        ends = np.asarray(self.ends, dtype=np.int64)
+        starts = np.concatenate(([0], ends[:-1]))
+        per_example = cum[ends] - cum[starts] + np.asarray(self.fixed, dtype=np.int64)
+        values, freq = np.unique(per_example, return_counts=True)
+        hist = self.token_hist
+        for v, f in zip(values.tolist(), freq.tolist(), strict=True):
+            hist[v] = hist.get(v, 0) + f
+        self.billed += int(np.minimum(per_example, self.limit).sum())
+        for idx in np.nonzero(per_example > self.limit)[0].tolist():
+            self.over += 1
+            self.collector.add(
+                self.lines[idx],
+                "too-many-tokens",
+                f"{int(per_example[idx]):,} tokens; the model trains on at most {self.limit:,} "
+                "per example, the rest is cut off",
+            )
+        self.texts.clear()
+        self.ends.clear()
+        self.fixed.clear()
+        self.lines.clear()
+
+
+class _SystemPrompts:
+    """Which system prompt each example uses, to flag missing and inconsistent ones at the end."""
+
+    MAX_DISTINCT = 1000
+    MAX_LINES = MAX_STORED_PER_CODE
+
+    def __init__(self) -> None:
+        self.prompts: dict[str, list[Any]] = {}  # prompt -> [count, first line, lines]
+        self.missing: list[int] = []
+        self.missing_count = 0
+        self.with_prompt = 0
+
+    def add(self, line: int, messages: list[dict[str, Any]]) -> None:
+        first = messages[0]
+        if first["role"] != "system" or not isinstance(first.get("content"), str):
+            self.missing_count += 1
+            if len(self.missing) < self.MAX_LINES:
+                self.missing.append(line)
+            return
+        self.with_prompt += 1
+        prompt = first["content"]
+        entry = self.prompts.get(prompt)
+        if entry is None:
+            if len(self.prompts) >= self.MAX_DISTINCT:
+                return
+            self.prompts[prompt] = [1, line, [line]]
+        else:
+            entry[0] += 1
+            if len(entry[2]) < self.MAX_LINES:
+                entry[2].append(line)
+
+    def report(self, collector: _Collector, total: int) -> None:
+        if total == 0:
+            return
+        if self.with_prompt == 0:
+            collector.add(
+                None,
+                "no-system-prompt",
+                "no example has a system prompt; add the one you will use at inference time",
+            )
+            return
+        if self.missing_count:
+            for line in self.missing:
+                collector.add(line, "no-system-prompt", "no system prompt, unlike other examples")
+            collector.counts["no-system-prompt"] += self.missing_count - len(self.missing)
+        if len(self.prompts) > 1:
+            common, (n, first, _) = max(self.prompts.items(), key=lambda kv: kv[1][0])
+            for prompt, (_, _, lines) in self.prompts.items():
+                if prompt == common:
+                    continue
+                shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+                for line in lines:
+                    collector.add(
+                        line,
+                        "system-prompt-differs",
+                        f"system prompt {shown!r} differs from the most common one "
+                        f"(line {first}, {n} of {self.with_prompt} examples)",
+                    )
+
+
+def _duplicates(hashes: array, lines: array, collector: _Collector) -> int:
+    """Flag every line whose content hash was seen on an earlier line; returns how many."""
+    import numpy as np
+
+    if len(hashes) < 2:
+        return 0
+    h = np.frombuffer(hashes, dtype=np.int64)
+    ln = np.frombuffer(lines, dtype=np.int64)
+    order = np.argsort(h, kind="stable")  # stable: equal hashes stay in line order
+    hs = h[order]
+    same = hs[1:] == hs[:-1]
+    if not same.any():
+        return 0
+    # for each position, the index (in sorted order) of the first element of its run
+    run_start = np.concatenate(([True], ~same))
+    first_idx = np.maximum.accumulate(np.where(run_start, np.arange(len(hs)), 0))
+    dup_pos = np.nonzero(~run_start)[0]
+    dup_lines = ln[order[dup_pos]]
+    orig_lines = ln[order[first_idx[dup_pos]]]
+    by_line = np.argsort(dup_lines, kind="stable")
+    for d, o in zip(dup_lines[by_line].tolist(), orig_lines[by_line].tolist(), strict=True):
+        collector.add(d, "duplicate", f"exact duplicate of line {o}")
+    return len(dup_pos)
+
+
+def _summarise(hist: dict[int, int]) -> dict[str, Any]:
+    """min, mean, p95 (nearest rank), max and total of a value -> count histogram, with polars."""
+    import polars as pl
+
+    if not hist:
+        return {"min": None, "mean": None, "p95": None, "max": None, "total": 0}
+    df = pl.DataFrame(
+        {"value": list(hist.keys()), "n": list(hist.values())},
+        schema={"value": pl.Int64, "n": pl.Int64},
+    ).sort("value")
+    n = int(df["n"].sum())
+    rank = math.ceil(0.95 * n)
+    row = (
+        df.with_columns(pl.col("n").cum_sum().alias("cum"))
+        .filter(pl.col("cum") >= rank)
+        .row(0, named=True)
+    )
+    agg = df.select(
+        pl.col("value").min().alias("min"),
+        pl.col("value").max().alias("max"),
+        (pl.col("value") * pl.col("n")).sum().alias("total"),
+    ).row(0, named=True)
+    return {
+        "min": int(agg["min"]),
+        "mean": round(agg["total"] / n, 2),
+        "p95": int(row["value"]),
+        "max": int(agg["max"]),
+        "total": int(agg["total"]),
+    }
+
+
+def _model_facts(model: str) -> tuple[str, int, float | None]:
+    """(resolved name, per-example token limit, training USD per 1M tokens or None)."""
+    from distill.models import (
+        fine_tune_context,
+        fine_tune_facts,
+        parse_model,
+        resolve_fine_tune_model,
+    )
+
+    ref = parse_model(model)
+    if ref.provider != "openai":
+        return str(ref), fine_tune_context(ref.name), None
+    facts = fine_tune_facts(ref.name)
+    price = float(facts["train_per_1m"]) if facts and "train_per_1m" in facts else None
+    return resolve_fine_tune_model(ref.name), fine_tune_context(ref.name), price
+
+
+def validate_file(
+    path: str | Path,
+    style: StyleSpec | None = None,
+    model: str = "gpt-4o-mini",
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_per_code: int = MAX_STORED_PER_CODE,
+) -> ValidationReport:
+    """Stream a chat JSONL file and report every format problem, warnings and statistics.
+
+    Raises InputError only when the file cannot be opened; problems inside it are in the report.
+    """
+    from distill.errors import InputError
+
+    p = Path(path)
+    try:
+        f = open(p, "rb", buffering=1024 * 1024)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file; pass the path of a chat JSONL file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory; pass the path of a chat JSONL file") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    with f:
+        return validate_stream(
+            f,
+            str(path),
+            style=style,
+            model=model,
+            max_line_bytes=max_line_bytes,
+            max_per_code=max_per_code,
+        )
+
+
+def validate_stream(
+    f: IO[bytes],
+    name: str = "<stream>",
+    style: StyleSpec | None = None,
+    model: str = "gpt-4o-mini",
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_per_code: int = MAX_STORED_PER_CODE,
+) -> ValidationReport:
+    """The same as validate_file on an open binary stream (a file, BytesIO, a pipe)."""
+    resolved, limit, price = _model_facts(model)
+    col = _Collector(max_per_code)
+    add = col.add
+    tokens = _Tokens(limit, col)
+    systems = _SystemPrompts()
+    hashes = array("q")
+    hash_lines = array("q")
+    role_counts: dict[str, int] = dict.fromkeys(sorted(ROLES), 0)
+    msg_hist: dict[int, int] = {}
+    reply_hist: dict[int, int] = {}
+    loads = json.loads
+    check = _check
+    readline = f.readline
+    lineno = 0
+    n_examples = 0
+    invalid_lines = 0
+    blank = 0
+    crlf = 0
+    first_crlf = 0
+    looks_like_array = False
+
+    while True:
+        raw = readline(max_line_bytes)
+        if not raw:
+            break
+        lineno += 1
+        if len(raw) >= max_line_bytes and raw[-1:] != b"\n":
+            size = len(raw)
+            while True:  # skip to the end of this line without holding it
+                chunk = readline(max_line_bytes)
+                size += len(chunk)
+                if not chunk or chunk[-1:] == b"\n":
+                    break
+            add(
+                lineno,
+                "line-too-long",
+                f"{size:,} bytes, over the {max_line_bytes:,}-byte limit; skipped "
+                "(no example this long fits a training context)",
+            )
+            invalid_lines += 1
+            continue
+        if lineno == 1 and raw.startswith(BOM):
+            add(
+                1,
+                "bom",
+                "the file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM",
+            )
+            raw = raw[3:]
+        if raw.endswith(b"\r\n"):
+            crlf += 1
+            if crlf == 1:
+                first_crlf = lineno
+        body = raw.strip(b" \t\r\n")
+        if not body:
+            blank += 1
+            add(lineno, "blank-line", "empty line; remove it")
+            continue
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = body[e.start : e.start + 1].hex()
+            add(
+                lineno,
+                "invalid-utf8",
+                f"byte {e.start + 1} (0x{bad}) is not UTF-8; re-save the file as UTF-8",
+            )
+            invalid_lines += 1
+            continue
+        try:
+            obj = loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            add(
+                lineno,
+                "too-deep",
+                "JSON nested too deeply to parse; an example is a flat list of messages",
+            )
+            invalid_lines += 1
+            continue
+        except ValueError as e:
+            invalid_lines += 1
+            msg = getattr(e, "msg", str(e))
+            col_no = getattr(e, "colno", None)
+            where = f" at column {col_no}" if col_no is not None else ""
+            if lineno == 1 and text[:1] == "[":
+                looks_like_array = True
+            if raw[-1:] != b"\n":  # no newline and under the limit: the last line
+                add(
+                    lineno,
+                    "truncated-line",
+                    f"last line has no newline and is not valid JSON ({msg}{where}); the file looks cut off",
+                )
+            elif looks_like_array and lineno == 1:
+                add(
+                    lineno,
+                    "invalid-json",
+                    f"{msg}{where}; the file looks like a pretty-printed JSON array, not JSONL (one example per line)",
+                )
+            else:
+                add(lineno, "invalid-json", f"{msg}{where}")
+            continue
+        found = check(obj)
+        if (b"\\ud" in body or b"\\uD" in body) and _has_surrogate(obj):
+            found.append(("invalid-unicode", _SURROGATE_MSG))
+        if found:
+            fatal = False
+            for code, msg in found:
+                add(lineno, code, msg)
+                fatal = fatal or CODES[code][0] == "error"
+            if fatal:
+                invalid_lines += 1
+                continue
+        # a valid example
+        n_examples += 1
+        hashes.append(hash(body))
+        hash_lines.append(lineno)
+        messages = obj["messages"]
+        tokens.add(lineno, obj)
+        systems.add(lineno, messages)
+        n_msg = len(messages)
+        msg_hist[n_msg] = msg_hist.get(n_msg, 0) + 1
+        replies = 0
+        for m in messages:
+            role = m["role"]
+            role_counts[role] += 1
+            if role == "assistant":
+                replies += 1
+        reply_hist[replies] = reply_hist.get(replies, 0) + 1
+        if style is not None:
+            if messages[0]["role"] != "system":
+                add(
+                    lineno,
+                    "style",
+                    "no system prompt; the style spec's is " + repr(style.system_prompt),
+                )
+            for i, problem in style.check_messages(messages):
+                add(lineno, "style", f"messages[{i}] ({messages[i]['role']}): {problem}")
+
+    tokens.flush()
+    if crlf:
+        col.add(
+            first_crlf,
+            "crlf",
+            f"{crlf:,} line(s) end with CRLF (Windows line endings), first here; "
+            "OpenAI accepts them but LF is safer",
+        )
+    n_dups = _duplicates(hashes, hash_lines, col)
+    del hashes, hash_lines
+    systems.report(col, n_examples)
+    if n_examples < MIN_EXAMPLES:
+        col.add(
+            None,
+            "too-few-examples",
+            f"{n_examples} valid example(s); OpenAI needs at least {MIN_EXAMPLES} (50 to 100 is a good start)",
+        )
+
+    epochs = default_epochs(n_examples)
+    billed = tokens.billed * epochs
+    stats: dict[str, Any] = {
+        "lines": lineno,
+        "examples": n_examples,
+        "invalid_lines": invalid_lines,
+        "blank_lines": blank,
+        "duplicates": n_dups,
+        "roles": role_counts,
+        "messages_per_example": _summarise(msg_hist),
+        "replies_per_example": _summarise(reply_hist),
+        "tokens_per_example": _summarise(tokens.token_hist),
+        "over_token_limit": tokens.over,
+        "model": resolved,
+        "token_limit": limit,
+        "epochs": epochs,
+        "billed_tokens_per_epoch": tokens.billed,
+        "billed_tokens": billed,
+        "train_usd_per_1m": price,
+        "estimated_cost_usd": round(billed * price / 1_000_000, 4) if price is not None else None,
+    }
+    col.errors.sort(key=_order)
+    col.warnings.sort(key=_order)
+    return ValidationReport(
+        path=name,
+        model=resolved,
+        errors=col.errors,
+        warnings=col.warnings,
+        counts=col.counts,
+        stats=stats,
+    )
+
+
+def _order(p: Problem) -> int:
+    return p.line if p.line is not None else 1 << 62
