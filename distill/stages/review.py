@@ -328,12 +328,12 @@ MIN_FOR_LENGTH = 8
 
 
 def length_bounds(word_counts: list[int]) -> tuple[float, float] | None:
-    """median +- 3 x max(1.4826 x MAD, 5% of the median, 1 word); None under 8 examples."""
+    """median +- 3 x max(1.4826 x MAD, 20% of the median, 1 word); None under 8 examples."""
     if len(word_counts) < MIN_FOR_LENGTH:
         return None
     med = statistics.median(word_counts)
     mad = statistics.median(abs(x - med) for x in word_counts)
-    spread = 3 * max(1.4826 * mad, 0.05 * med, 1.0)
+    spread = 3 * max(1.4826 * mad, 0.2 * med, 1.0)
     return med - spread, med + spread
 
 
