@@ -1,0 +1,103 @@
+"""`distill eval`: the student against its base on the held-out split, with a report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from distill.commands.options import run_option
+
+
+@click.command(name="eval")
+@run_option
+@click.option(
+    "--student", default=None, help="Model to evaluate (default: the run's trained student)."
+)
+@click.option("--base", default=None, help="Model to compare with (default: the student's base).")
+@click.option(
+    "--judge",
+    default=None,
+    help="Model that judges student vs base (default: the teacher, unless it is local).",
+)
+@click.option("--base-url", default=None, help="An OpenAI-compatible server for openai: models.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Calls in flight.")
+@click.option("--limit", type=int, default=None, help="Evaluate only the first N eval examples.")
+def eval_(run_dir, **opts: Any) -> None:
+    """Score the student vs its base on eval.jsonl: style, similarity, judge, forgetting."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from distill.runs import Run
+    from distill.stages.evaluate import evaluate
+
+    run = Run.open(run_dir)
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("eval calls", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = evaluate(run, progress=progress, **opts)
+    print_summary(report)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    from distill.stages.evaluate import estimate_text
+
+    m = report["metrics"]
+    table = Table(
+        title=escape(
+            f"eval: {report['student']} vs {report['base']} ({report['examples']} examples)"
+        )
+    )
+    table.add_column("metric")
+    table.add_column("student")
+    table.add_column("base")
+    table.add_column("difference")
+
+    def row(name: str, section: dict[str, Any], percent: bool = True, key: str = "diff") -> None:
+        if "skipped" in section:
+            table.add_row(name, Text(section["skipped"], style="dim"), "", "")
+            return
+        diff = section.get(key)
+        table.add_row(
+            name,
+            estimate_text(section["student"], percent),
+            estimate_text(section["base"], percent) if "base" in section else "",
+            estimate_text(diff, percent) if diff else "",
+        )
+
+    row("style pass rate (student - base)", m["style"])
+    row("chrF to reference", m["chrf"], percent=False)
+    row("similarity to reference", m["similarity"], percent=False)
+    row("judge prefers student", m["win_rate"])
+    row("copies training text", m["copying"])
+    row("probe, general skills (drop: base - student)", m["probe"], key="drop")
+    lg = m["loss"]
+    if "skipped" in lg:
+        table.add_row("loss gap (eval - train)", Text(lg["skipped"], style="dim"), "", "")
+    else:
+        table.add_row(
+            "loss gap (eval - train)",
+            f"{lg['gap']:+.3f} (train {lg['train_loss']:.3f}, eval {lg['eval_loss']:.3f})",
+            "",
+            "",
+        )
+    console = Console()
+    console.print(table)
+    console.print(Text(report["verdict"], style="bold"))
+    console.print(Text(f"report: {report['folder']}/report.html"))
