@@ -100,7 +100,9 @@ class CallLog:
                     rec.stage,
                     rec.model,
                     json.dumps(rec.request, ensure_ascii=False, default=str),
-                    None if rec.response is None else json.dumps(rec.response, ensure_ascii=False, default=str),
+                    None
+                    if rec.response is None
+                    else json.dumps(rec.response, ensure_ascii=False, default=str),
                     rec.error,
                     rec.prompt_tokens,
                     rec.completion_tokens,

@@ -36,13 +36,17 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def check_against(group: click.Group, ctx: click.Context, data: dict[str, Any], source: str) -> dict[str, Any]:
+def check_against(
+    group: click.Group, ctx: click.Context, data: dict[str, Any], source: str
+) -> dict[str, Any]:
     """Validate sections and keys against the commands' own parameters; return a default_map."""
     out: dict[str, Any] = {}
     for section, values in data.items():
         cmd = group.get_command(ctx, section)
         if cmd is None:
-            raise ConfigError(f"{source}: [{section}]: unknown command; use one of {', '.join(group.list_commands(ctx))}")
+            raise ConfigError(
+                f"{source}: [{section}]: unknown command; use one of {', '.join(group.list_commands(ctx))}"
+            )
         names = {p.name for p in cmd.params if p.name}
         for key in values:
             if key.replace("-", "_") not in names:

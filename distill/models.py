@@ -30,13 +30,20 @@ def parse_model(spec: str) -> ModelRef:
     """`gpt-4o` -> openai:gpt-4o; `ollama:llama3.1:8b` keeps the tag; unknown provider -> UsageError."""
     spec = spec.strip()
     if not spec:
-        raise UsageError("empty model name; use e.g. gpt-4o-mini, ollama:llama3.1:8b or local:smollm2-135m")
+        raise UsageError(
+            "empty model name; use e.g. gpt-4o-mini, ollama:llama3.1:8b or local:smollm2-135m"
+        )
     head, sep, rest = spec.partition(":")
     if sep and head in PROVIDERS:
         if not rest:
             raise UsageError(f"model {spec!r} names a provider but no model, e.g. {head}:NAME")
         return ModelRef(head, rest)
-    if sep and "/" not in head and head not in PROVIDERS and not head.startswith(("gpt", "ft", "o1", "o3", "o4")):
+    if (
+        sep
+        and "/" not in head
+        and head not in PROVIDERS
+        and not head.startswith(("gpt", "ft", "o1", "o3", "o4"))
+    ):
         raise UsageError(
             f"unknown provider {head!r} in model {spec!r}; use one of "
             + ", ".join(f"{p}:" for p in PROVIDERS if p != "fake")

@@ -177,7 +177,9 @@ class Run:
                 run_dir = root / run_dir
         run = cls(Path(run_dir))
         if not run.manifest_path.exists():
-            raise RunError(f"{run.path}: not a distill run folder (no manifest.json); pass --run DIR")
+            raise RunError(
+                f"{run.path}: not a distill run folder (no manifest.json); pass --run DIR"
+            )
         return run
 
     def make_current(self, outputs: Path | None = None) -> None:
@@ -215,7 +217,9 @@ class Run:
         try:
             return json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise RunError(f"{self.manifest_path}: unreadable ({e}); restore it or start a new run") from None
+            raise RunError(
+                f"{self.manifest_path}: unreadable ({e}); restore it or start a new run"
+            ) from None
 
     def update_manifest(self, **changes: Any) -> dict[str, Any]:
         """Merge top-level keys (dicts merge one level deep) and write atomically."""

@@ -42,7 +42,9 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _one_pattern(self) -> Rule:
-        set_ = [p for p in (self.must_match, self.must_not_match, self.first_sentence_must_match) if p]
+        set_ = [
+            p for p in (self.must_match, self.must_not_match, self.first_sentence_must_match) if p
+        ]
         if len(set_) != 1:
             raise ValueError(
                 f"rule {self.name!r} needs exactly one of must_match, must_not_match, "
@@ -125,7 +127,9 @@ class StyleSpec(BaseModel):
         try:
             raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{p}: style spec not found; pass --style PATH to an existing .style.toml") from None
+            raise ConfigError(
+                f"{p}: style spec not found; pass --style PATH to an existing .style.toml"
+            ) from None
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not UTF-8 text; save the style spec as UTF-8") from None
         except tomllib.TOMLDecodeError as e:

@@ -36,7 +36,9 @@ def status(run_dir, fmt: str) -> None:
             table.add_row(name, "-", "")
             continue
         details = ", ".join(
-            f"{k}={v}" for k, v in info.items() if k not in ("status", "at") and not isinstance(v, (dict, list))
+            f"{k}={v}"
+            for k, v in info.items()
+            if k not in ("status", "at") and not isinstance(v, (dict, list))
         )
         table.add_row(name, str(info.get("status", "?")), details)
     Console().print(table)
