@@ -4,10 +4,6 @@ conversation, and one key per decision. Every decision is saved the moment it is
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from distill.errors import require
@@ -15,7 +11,7 @@ from distill.errors import require
 require("textual", "review", "distill review")
 
 from rich.text import Text  # noqa: E402
-from textual.app import App, ComposeResult  # noqa: E402
+from textual.app import App, ComposeResult, SuspendNotSupported  # noqa: E402
 from textual.binding import Binding  # noqa: E402
 from textual.containers import Horizontal, Vertical, VerticalScroll  # noqa: E402
 from textual.screen import ModalScreen, Screen  # noqa: E402
@@ -25,6 +21,7 @@ from distill.stages.review import (  # noqa: E402
     FILTERS,
     EditRefused,
     ReviewSession,
+    edit_in_editor,
     format_for_edit,
     parse_edit,
 )
@@ -69,12 +66,14 @@ class EditScreen(ModalScreen[bool]):
 
     BINDINGS = [
         Binding("ctrl+s", "save", "save (validated)"),
+        Binding("f2", "save", "save", show=False),
         Binding("escape", "cancel", "cancel"),
     ]
     DEFAULT_CSS = """
     EditScreen { align: center middle; }
     EditScreen > Vertical { width: 95%; height: 95%; border: round $accent; background: $surface; }
     EditScreen TextArea { height: 1fr; }
+    EditScreen Static { height: auto; padding: 0 1; }
     EditScreen #edit-error { color: $error; height: auto; }
     """
 
@@ -84,10 +83,16 @@ class EditScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(
-                f"Editing {self.example_id}: one 'role: text' block per message (or JSON). "
-                "ctrl+s saves if the format and the style spec allow it; Esc cancels."
+            yield Static(
+                f"[b]Editing {self.example_id}[/b]: one 'role: text' block per message, or JSON.\n"
+                "ctrl+s (or F2) saves if the chat format and the style spec allow it; Esc cancels.",
+                markup=True,
             )
+            flags = self.session.flags[self.example_id]
+            if flags:
+                yield Static(
+                    Text("\n".join(f"! {f.kind}: {f.detail}" for f in flags), style="yellow")
+                )
             yield TextArea(format_for_edit(self.session.messages(self.example_id)), id="editor")
             yield Static("", id="edit-error")
             yield Footer()
@@ -257,25 +262,23 @@ class ReviewScreen(Screen[None]):
         if not editor:
             self.notify("set $EDITOR to edit in your own editor; e edits here", severity="warning")
             return
-        fd, name = tempfile.mkstemp(prefix=f"distill-{ex_id}-", suffix=".txt")
-        path = Path(name)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(format_for_edit(self.session.messages(ex_id)))
-            try:
-                with self.app.suspend():
-                    subprocess.run([*shlex.split(editor), str(path)], check=False)
-            except Exception as e:  # headless or unsupported terminal
-                self.notify(f"cannot start $EDITOR here ({e}); e edits here", severity="error")
-                return
-            messages = parse_edit(path.read_text(encoding="utf-8"))
-            if messages != self.session.messages(ex_id):
-                self.session.decide(ex_id, "edit", messages=messages)
-                self.refresh_rows(after=ex_id)
+            with self.app.suspend():
+                messages = edit_in_editor(self.session.messages(ex_id), editor)
+        except SuspendNotSupported:
+            self.notify("cannot leave the screen for $EDITOR here; e edits here", severity="error")
+            return
         except EditRefused as e:
             self.notify(f"edit refused: {e}", severity="error", timeout=10)
-        finally:
-            path.unlink(missing_ok=True)
+            return
+        if messages == self.session.messages(ex_id):
+            return
+        try:
+            self.session.decide(ex_id, "edit", messages=messages)
+        except EditRefused as e:
+            self.notify(f"edit refused: {e}", severity="error", timeout=10)
+            return
+        self.refresh_rows(after=ex_id)
 
     def _move(self, step: int) -> None:
         if self.shown:

@@ -272,3 +272,21 @@ def test_style_flag_overrides_the_manifest(run, tmp_path):
     atomic_write_jsonl(run.file("generated.jsonl"), [example("hi", "**bold** reply, as an AI")])
     assert invoke(run, "--list").stdout.split("\t")[2].strip() == "style"
     assert invoke(run, "--list", "--style", str(loose)).stdout.split("\t")[2].strip() == "-"
+
+
+def test_edit_in_a_real_external_editor(tmp_path):
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        "import sys, pathlib\n"
+        "p = pathlib.Path(sys.argv[1])\n"
+        "p.write_text(p.read_text().replace('ships today', 'ships tomorrow'))\n"
+    )
+    import sys
+
+    msgs = CLEAN[0]["messages"]
+    out = rv.edit_in_editor(msgs, f"{sys.executable} {editor}")
+    assert out[:2] == msgs[:2] and "ships tomorrow" in out[2]["content"]
+    with pytest.raises(rv.EditRefused, match="exited with status 3"):
+        rv.edit_in_editor(msgs, f"{sys.executable} -c 'raise SystemExit(3)'")
+    with pytest.raises(rv.EditRefused, match="cannot start"):
+        rv.edit_in_editor(msgs, str(tmp_path / "no-such-editor"))

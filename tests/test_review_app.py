@@ -242,3 +242,24 @@ def test_next_previous_and_jump_to_unreviewed(run):
     # accept #3 out of order, then from #2 `u` skips the reviewed #3 to #4
     drive(run, "n", "n", "a", look, "p", "p", look, "n", "u", look, "u", look, "q")
     assert seen == [ids[3], ids[1], ids[3], ids[0]]
+
+
+def test_shift_e_edits_in_the_users_editor(run, tmp_path, monkeypatch):
+    import contextlib
+    import sys
+
+    from distill.review_app import ReviewApp
+
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        "import sys, pathlib\n"
+        "p = pathlib.Path(sys.argv[1])\n"
+        "p.write_text(p.read_text().replace('ships today', 'ships on Monday'))\n"
+    )
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
+    # a headless test terminal cannot be suspended; a real one is
+    monkeypatch.setattr(ReviewApp, "suspend", lambda self: contextlib.nullcontext())
+    drive(run, "E", "q")
+    rows = decisions(run)
+    assert [(r["id"], r["decision"]) for r in rows] == [(RECORDS[0]["id"], "edit")]
+    assert "ships on Monday" in rows[0]["messages"][-1]["content"]

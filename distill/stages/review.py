@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import shlex
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -243,6 +247,25 @@ def parse_edit(text: str) -> list[dict[str, Any]]:
     if not messages:
         raise EditRefused("the conversation is empty")
     return messages
+
+
+def edit_in_editor(messages: list[dict[str, Any]], editor: str) -> list[dict[str, Any]]:
+    """Open the messages in the user's $EDITOR (as `format_for_edit` writes them) and parse
+    what was saved; EditRefused when the editor fails or the text does not parse."""
+    fd, name = tempfile.mkstemp(prefix="distill-review-", suffix=".txt")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(format_for_edit(messages))
+        try:
+            code = subprocess.run([*shlex.split(editor), str(path)], check=False).returncode
+        except OSError as e:
+            raise EditRefused(f"cannot start the editor {editor!r}: {e}") from None
+        if code != 0:
+            raise EditRefused(f"the editor {editor!r} exited with status {code}; nothing saved")
+        return parse_edit(path.read_text(encoding="utf-8"))
+    finally:
+        path.unlink(missing_ok=True)
 
 
 # -- flags ------------------------------------------------------------------------------------
