@@ -1,0 +1,178 @@
+"""`distill generate`: expand the seeds with the teacher into outputs/<name>/ (resumable)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from distill.models import DEFAULT_TEACHER
+
+
+@click.command()
+@click.option(
+    "--seeds",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help='Seed chats, one {"messages": [...]} per line.',
+)
+@click.option(
+    "--style",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Style spec (default: <seeds name>.style.toml next to the seeds).",
+)
+@click.option("--n", type=int, default=300, show_default=True, help="Conversations to plan.")
+@click.option(
+    "--teacher",
+    default=DEFAULT_TEACHER,
+    show_default=True,
+    help="openai:MODEL (or a bare gpt-* name), ollama:MODEL, local:NAME|PATH.",
+)
+@click.option(
+    "--base-url", default=None, help="Any OpenAI-compatible server (vLLM, LM Studio, ...)."
+)
+@click.option("--name", default=None, help="Run name under outputs/ (default: the seeds' stem).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Plan and sampling seed.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight.")
+@click.option("--rpm", type=float, default=None, help="Requests per minute limit.")
+@click.option("--tpm", type=float, default=None, help="Tokens per minute limit.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--max-budget",
+    type=float,
+    default=None,
+    help="Hard cap in USD, counting requests in flight at their worst case.",
+)
+@click.option(
+    "--max-reasks",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Re-asks when a reply breaks the style before it is rejected.",
+)
+@click.option(
+    "--temperature", type=float, default=0.8, show_default=True, help="Teacher temperature."
+)
+@click.option(
+    "--topic-check/--no-topic-check",
+    default=None,
+    help="Reject chats that drift off their planned topic (default: on for local teachers).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan and estimated cost; send nothing.")
+def generate(dry_run: bool, **kwargs: Any) -> None:
+    """Expand the seeds into varied, style-consistent conversations with the teacher."""
+    from distill.stages import generate as stage
+
+    opts = stage.GenerateOptions(**kwargs)
+    if dry_run:
+        _print_dry_run(stage.dry_run(opts), opts)
+        return
+    bar = _ProgressBar()
+    try:
+        with bar:
+            result = stage.generate(opts, on_progress=bar.update)
+    except KeyboardInterrupt:
+        click.echo(
+            f"Interrupted: {bar.done} of {bar.total} done, finished work is saved. "
+            f"Resume with: {_resume_command()}",
+            err=True,
+        )
+        sys.exit(130)
+    p = result.progress
+    click.echo(
+        f"{result.run.path}: {p.generated} generated, {p.rejected} rejected of {p.total} "
+        f"planned; {p.calls} calls ({p.cached} from calls.sqlite, {p.reasks} re-asks), "
+        f"{p.tokens:,} tokens, ${p.cost_usd:.4f}, {result.elapsed_s:.1f} s"
+    )
+    reasons = stage.reject_reasons(result.run)
+    if reasons:
+        click.echo("Top rejection reasons: " + "; ".join(f"{r} ({n})" for r, n in reasons[:3]))
+    click.echo("Next: distill dedupe")
+
+
+def _resume_command() -> str:
+    return "distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr: done/total, rate, ETA, tokens and dollars."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[tokens]} tok  ${task.fields[cost]}"),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.task = self.progress.add_task("generate", total=None, rate="", tokens=0, cost="0")
+        self.done = 0
+        self.total = 0
+        self._first: int | None = None
+
+    def __enter__(self) -> _ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, p: Any) -> None:
+        if self._first is None:
+            self._first = p.done
+        self.done, self.total = p.done, p.total
+        elapsed = self.progress.tasks[0].elapsed or 0.0
+        new = p.done - self._first
+        rate = f"{new / elapsed:.2f}/s" if elapsed > 0 and new else ""
+        self.progress.update(
+            self.task,
+            completed=p.done,
+            total=p.total,
+            rate=rate,
+            tokens=f"{p.tokens:,}",
+            cost=f"{p.cost_usd:.4f}",
+        )
+
+
+def _print_dry_run(d: Any, opts: Any) -> None:
+    click.echo(f"Plan: {len(d.plan)} conversations (axes from {d.axes_source}), seed {opts.seed}")
+    for axis in ("topic", "persona", "intent", "turns"):
+        counts = Counter(getattr(p, axis) for p in d.plan)
+        click.echo(f"  {axis}: " + ", ".join(f"{k} x{v}" for k, v in counts.most_common()))
+    for p in d.plan[:10]:
+        click.echo(f"  #{p.plan_index}: {p.topic} | {p.persona} | {p.intent} | {p.turns} turn(s)")
+    if len(d.plan) > 10:
+        click.echo(f"  ... {len(d.plan) - 10} more")
+    click.echo(
+        f"Estimated tokens: {d.prompt_tokens:,} prompt + ~{d.completion_tokens:,} completion "
+        f"(at most {d.worst_completion_tokens:,}), before re-asks (o200k count)"
+    )
+    if d.cost_usd is None:
+        click.echo(f"Estimated cost: unknown (no price for {opts.teacher} in the model table)")
+    else:
+        click.echo(
+            f"Estimated cost: ${d.cost_usd:.4f} (at most ${d.worst_cost_usd:.4f} before "
+            f"re-asks) with {opts.teacher}"
+        )
+    click.echo("Dry run: nothing sent, nothing written.")
