@@ -99,5 +99,5 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
-    console.print(Text(report["verdict"], style="bold"))
-    console.print(Text(f"report: {report['folder']}/report.html"))
+    console.print(Text(report["verdict"], style="bold"), soft_wrap=True)
+    console.print(Text(f"report: {report['folder']}/report.html"), soft_wrap=True)

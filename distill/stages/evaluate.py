@@ -357,10 +357,21 @@ def evaluate(
     student_b, base_b = backend(plan.student), backend(plan.base)
     judge_b = backend(plan.judge) if plan.judge else None
     calls = CallLog(run.file("calls.sqlite"))
+    injected = set(backends or {})
+
+    async def ask_then_close() -> Answers:
+        try:
+            return await _ask_all(
+                items, probe, student_b, base_b, judge_b, spec, calls, concurrency, progress
+            )
+        finally:
+            for name, b in made.items():
+                close = getattr(b, "aclose", None)
+                if name not in injected and close is not None:
+                    await close()
+
     try:
-        answers = asyncio.run(
-            _ask_all(items, probe, student_b, base_b, judge_b, spec, calls, concurrency, progress)
-        )
+        answers = asyncio.run(ask_then_close())
         usage = calls.totals(STAGE)
     finally:
         calls.close()
@@ -802,16 +813,13 @@ def verdict_line(report: dict[str, Any]) -> str:
     pr = m.get("probe", {})
     drop = pr.get("drop", {})
     if drop.get("mean") is not None:
+        probe = f"probe {_pct(pr['student']['mean'])} vs base {_pct(pr['base']['mean'])}"
         if drop["lo"] > 0:
-            parts.append(
-                f"forgetting: probe {_pct(pr['student']['mean'])} vs base "
-                f"{_pct(pr['base']['mean'])} (drop {_pts(drop)})"
-            )
+            parts.append(f"forgetting: {probe} (drop {_pts(drop)})")
+        elif drop["mean"] > 0:
+            parts.append(f"{probe} (drop {_pts(drop)}, not conclusive)")
         else:
-            parts.append(
-                f"no forgetting detected (probe {_pct(pr['student']['mean'])} vs base "
-                f"{_pct(pr['base']['mean'])})"
-            )
+            parts.append(f"no forgetting detected ({probe})")
     cp = m.get("copying", {})
     if "skipped" not in cp and (cp["student"]["mean"] or 0) > 0:
         parts.append(f"{_pct(cp['student']['mean'])} of student replies copy training text")
