@@ -1,0 +1,398 @@
+"""Benchmark `distill dedupe` against a straightforward datasketch loop.
+
+Generates realistic GreenLeaf support conversations with planted near-duplicates (light
+edits: word swaps, punctuation, an added sentence, a changed order number), then measures,
+in one process:
+
+- ours: `distill.stages.dedupe.dedupe_file` on the whole corpus (streaming, numpy MinHash,
+  banded LSH, exact-Jaccard confirmation): docs/s and peak RSS;
+- baseline: one `MinHash()` per document, `update()` per shingle, `MinHashLSH.query` then
+  `insert`, candidates kept when the MinHash estimate is >= threshold. It runs on a subsample
+  (--baseline-docs) and its docs/s is extrapolated from there;
+- precision and recall of both against brute-force exact Jaccard >= threshold on a 5k sample
+  (planted groups kept whole so the sample holds real duplicates).
+
+    python benchmarks/dedupe.py --sizes 10k,100k,1M
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from distill.stages.dedupe import (  # noqa: E402
+    DedupeConfig,
+    dedupe_file,
+    example_text,
+    shingle_sets,
+    shingles,
+)
+
+SYSTEM = "You are GreenLeaf Support: warm, brief, solution-first."
+PLANTS = [
+    "monstera", "pothos", "snake plant", "fiddle leaf fig", "calathea", "peace lily",
+    "zz plant", "rubber plant", "string of pearls", "bird of paradise", "aloe", "orchid",
+    "spider plant", "philodendron", "cactus", "fern", "olive tree", "bonsai",
+]  # fmt: skip
+NAMES = ["Sam", "Priya", "Jonas", "Amelie", "Tom", "Grace", "Luca", "Ines", "Noah", "Maya"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+CITIES = ["Leeds", "Bristol", "Lyon", "Ghent", "Utrecht", "Porto", "Cork", "Bath", "Graz"]
+
+USER = {
+    "late order": [
+        "Hi, my order {order} still hasn't arrived and it was due on {day}.",
+        "Where is my {plant}? Order {order} was meant to be here by {day}.",
+        "I ordered a {plant} ({order}) over a week ago and nothing has shown up in {city}.",
+        "Any update on {order}? The tracking hasn't moved since {day}.",
+    ],
+    "damaged plant": [
+        "My {plant} arrived today with snapped stems and half the soil on the floor.",
+        "The pot on order {order} came cracked and the {plant} looks crushed.",
+        "Hello, the {plant} I got on {day} has brown mushy leaves, is that normal?",
+        "Order {order} turned up damaged, the box was soaked and the {plant} is broken.",
+    ],
+    "watering": [
+        "How often should I water my {plant}? The leaves are drooping a bit.",
+        "I think I'm overwatering my {plant}, the soil is always wet. What should I do?",
+        "Should I water the {plant} from the bottom or the top? I live in a warm flat in {city}.",
+        "My {plant} leaves are curling, do I need to water it more in summer?",
+    ],
+    "refund": [
+        "I'd like a refund for order {order}, the {plant} isn't what I expected.",
+        "Can I return the {plant} from {order}? It's still in the box.",
+        "How long does a refund take? I sent back order {order} on {day}.",
+        "I want my money back for {order}, it was the wrong size pot.",
+    ],
+    "subscription": [
+        "Can I pause my plant-care subscription for a month? I'm away from {day}.",
+        "Please change my subscription delivery address to my new place in {city}.",
+        "How do I cancel the monthly box? My name is {name}.",
+        "Can I swap next month's {plant} for something pet friendly?",
+    ],
+}
+FOLLOW = [
+    "Thanks, that helps. Can you also tell me when the next delivery slot is?",
+    "Great. Do I need to be home to sign for it?",
+    "Okay, and will I get an email confirmation?",
+    "Lovely, one more thing: can I add a gift note for {name}?",
+    "Perfect. Is there anything I should do with the {plant} in the meantime?",
+]
+OPEN = [
+    "Sorry to hear that, {name}!",
+    "Thanks for letting us know.",
+    "Happy to help with that.",
+    "Oh no, that's not the welcome your {plant} deserved.",
+    "Great question!",
+    "Of course, {name}.",
+]
+MIDDLE = [
+    "I've checked {order} and it left our {city} hub on {day}.",
+    "I've arranged a free replacement {plant} that ships tomorrow.",
+    "Water your {plant} when the top 3 cm of soil feel dry, usually every 7 to 10 days.",
+    "I've started a refund for {order}; it reaches your card in 3 to 5 working days.",
+    "I've paused your subscription and the next box will go out after {day}.",
+    "Move the {plant} to bright, indirect light and keep it away from radiators.",
+    "I've updated your address to the new one in {city} for all future boxes.",
+    "A courier will collect the parcel on {day} between 9 and 5.",
+]
+CLOSE = [
+    "Just reply here if anything else comes up.",
+    "You'll get an email with the tracking link shortly.",
+    "Send us a photo if the leaves keep yellowing and we'll take a look.",
+    "Let me know if you'd like me to add a care card to the box.",
+    "Please keep the old pot until the courier has been.",
+]
+EXTRA = [
+    "Thank you so much for your patience!",
+    "Also, the app keeps logging me out.",
+    "By the way, I love your packaging.",
+    "PS: it was meant to be a birthday present.",
+]
+
+
+def _fill(rng: random.Random, template: str) -> str:
+    return template.format(
+        order=f"GL-{rng.randint(10000, 99999)}",
+        plant=rng.choice(PLANTS),
+        day=rng.choice(DAYS),
+        city=rng.choice(CITIES),
+        name=rng.choice(NAMES),
+    )
+
+
+def conversation(rng: random.Random) -> list[dict[str, str]]:
+    """One support conversation of 1 to 3 turns."""
+    topic = rng.choice(list(USER))
+    messages = [{"role": "system", "content": SYSTEM}]
+    turns = rng.choice([1, 1, 2, 3])
+    for t in range(turns):
+        user = _fill(rng, rng.choice(USER[topic]) if t == 0 else rng.choice(FOLLOW))
+        reply = " ".join(
+            _fill(rng, s)
+            for s in (rng.choice(OPEN), rng.choice(MIDDLE), rng.choice(MIDDLE), rng.choice(CLOSE))
+        )
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+    return messages
+
+
+def light_edit(rng: random.Random, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A near-copy: one or two of word swap, punctuation change, added sentence, new order no."""
+    out = [dict(m) for m in messages]
+    turns = [m for m in out if m["role"] != "system"]
+    for _ in range(rng.choice([1, 1, 2])):
+        m = rng.choice(turns)
+        words = m["content"].split(" ")
+        kind = rng.choice(["swap", "punct", "sentence", "order"])
+        if kind == "swap" and len(words) > 3:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+            m["content"] = " ".join(words)
+        elif kind == "punct":
+            m["content"] = m["content"].replace(".", "!", 1).replace(",", "", 1)
+        elif kind == "sentence":
+            m["content"] = m["content"] + " " + rng.choice(EXTRA)
+        else:
+            import re
+
+            m["content"] = re.sub(r"GL-\d{5}", f"GL-{rng.randint(10000, 99999)}", m["content"])
+    return out
+
+
+def make_corpus(
+    n: int, dup_rate: float = 0.1, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """n records {"id","messages","meta"}; about dup_rate of them are planted near-copies of
+    another. Returns the records and the planted groups (lists of record indices)."""
+    rng = random.Random(seed)
+    records: list[dict[str, Any]] = []
+    groups: list[list[int]] = []
+    while len(records) < n:
+        base = conversation(rng)
+        group = [len(records)]
+        records.append({"id": f"ex{len(records):07d}", "messages": base, "meta": {}})
+        if rng.random() < dup_rate / (1.6 * (1 - dup_rate)):  # 1.6 copies on average
+            for _ in range(rng.choice([1, 1, 1, 2, 3])):
+                if len(records) >= n:
+                    break
+                group.append(len(records))
+                records.append(
+                    {"id": f"ex{len(records):07d}", "messages": light_edit(rng, base), "meta": {}}
+                )
+        if len(group) > 1:
+            groups.append(group)
+    order = list(range(n))
+    rng.shuffle(order)
+    pos = {old: new for new, old in enumerate(order)}
+    shuffled = [records[i] for i in order]
+    for new, rec in enumerate(shuffled):
+        rec["id"] = f"ex{new:07d}"
+    return shuffled, [[pos[i] for i in g] for g in groups]
+
+
+def brute_force_pairs(texts: list[str], threshold: float, ngram: int = 5) -> set[tuple[int, int]]:
+    """All pairs (i < j) with exact Jaccard >= threshold, by sparse matrix products."""
+    from scipy import sparse
+
+    sets = shingle_sets(texts, ngram)
+    vocab: dict[int, int] = {}
+    rows, cols = [], []
+    for i, s in enumerate(sets):
+        for h in s.tolist():
+            cols.append(vocab.setdefault(h, len(vocab)))
+            rows.append(i)
+    x = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(sets), len(vocab))
+    )
+    sizes = np.array([len(s) for s in sets])
+    out: set[tuple[int, int]] = set()
+    step = 500
+    for lo in range(0, len(sets), step):
+        inter = (x[lo : lo + step] @ x.T).toarray()
+        union = sizes[lo : lo + step, None] + sizes[None, :] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            jac = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        ii, jj = np.nonzero(jac >= threshold)
+        for i, j in zip((ii + lo).tolist(), jj.tolist(), strict=True):
+            if i < j:
+                out.add((i, j))
+    return out
+
+
+def straightforward(
+    records: list[dict[str, Any]], threshold: float, num_perm: int
+) -> set[tuple[int, int]]:
+    """The loop most people write first: MinHash per doc, update per shingle, query, insert."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    kept: dict[int, MinHash] = {}
+    pairs: set[tuple[int, int]] = set()
+    for i, rec in enumerate(records):
+        m = MinHash(num_perm=num_perm)
+        for sh in shingles(example_text(rec["messages"])):
+            m.update(sh.encode("utf-8"))
+        for j in lsh.query(m):
+            if kept[j].jaccard(m) >= threshold:
+                pairs.add((j, i))
+        lsh.insert(i, m)
+        kept[i] = m
+    return pairs
+
+
+def sample_indices(n: int, groups: list[list[int]], k: int, seed: int = 1) -> list[int]:
+    """About k indices: whole planted groups (half the sample) plus random others."""
+    rng = random.Random(seed)
+    chosen: set[int] = set()
+    for g in rng.sample(groups, len(groups)):
+        if len(chosen) + len(g) > k // 2:
+            break
+        chosen.update(g)
+    rest = [i for i in rng.sample(range(n), min(n, k * 2)) if i not in chosen]
+    chosen.update(rest[: k - len(chosen)])
+    return sorted(chosen)
+
+
+def found_pairs(result: Any, sample_ids: list[str]) -> set[tuple[int, int]]:
+    """Pairs of sample positions that dedupe judged >= threshold: its confirmed pairs, spread
+    over exact copies (an exact copy has the same normalised text, hence the same Jaccard)."""
+    rep: dict[str, str] = {}
+    for first, later in result.exact_pairs:
+        rep[later] = rep.get(first, first)
+    members: dict[str, list[int]] = {}
+    for k, i in enumerate(sample_ids):
+        members.setdefault(rep.get(i, i), []).append(k)
+    found: set[tuple[int, int]] = set()
+    for group in members.values():
+        found.update((a, b) for a in group for b in group if a < b)
+    for x, y, _ in result.confirmed:
+        for a in members.get(rep.get(x, x), []):
+            for b in members.get(rep.get(y, y), []):
+                found.add((min(a, b), max(a, b)))
+    return found
+
+
+def precision_recall(
+    found: set[tuple[int, int]], truth: set[tuple[int, int]]
+) -> tuple[float, float]:
+    tp = len(found & truth)
+    precision = tp / len(found) if found else 1.0
+    recall = tp / len(truth) if truth else 1.0
+    return precision, recall
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def parse_size(s: str) -> int:
+    s = s.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(s[-1], 1)
+    return int(float(s.rstrip("km")) * mult)
+
+
+def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    records, groups = make_corpus(n, seed=n)
+    src = workdir / f"corpus-{n}.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    gen_s = time.perf_counter() - t0
+    out = workdir / f"deduped-{n}.jsonl"
+    cfg = DedupeConfig(threshold=args.threshold, num_perm=args.num_perm)
+    rss_before = peak_rss_mb()
+    t0 = time.perf_counter()
+    result = dedupe_file(src, out, cfg)
+    ours_s = time.perf_counter() - t0
+    rss_after = peak_rss_mb()
+
+    # precision / recall on a sample, against brute force
+    idx = sample_indices(n, groups, min(args.sample, n))
+    texts = [example_text(records[i]["messages"]) for i in idx]
+    truth = brute_force_pairs(texts, args.threshold)
+    found = found_pairs(result, [records[i]["id"] for i in idx])
+    ours_p, ours_r = precision_recall(found, truth)
+
+    sample_records = [records[i] for i in idx]
+    t0 = time.perf_counter()
+    base_pairs = straightforward(sample_records, args.threshold, args.num_perm)
+    base_sample_s = time.perf_counter() - t0
+    base_p, base_r = precision_recall(base_pairs, truth)
+    base_n = min(args.baseline_docs, n)
+    t0 = time.perf_counter()
+    straightforward(records[:base_n], args.threshold, args.num_perm)
+    base_s = time.perf_counter() - t0
+    ours_dps = n / ours_s
+    base_dps = base_n / base_s
+    row = {
+        "n": n,
+        "generate_s": round(gen_s, 1),
+        "ours_s": round(ours_s, 1),
+        "ours_docs_per_s": round(ours_dps),
+        "baseline_docs": base_n,
+        "baseline_docs_per_s": round(base_dps),
+        "speedup": round(ours_dps / base_dps, 1),
+        "peak_rss_mb": round(max(rss_before, rss_after)),
+        "sample": len(idx),
+        "truth_pairs": len(truth),
+        "ours_precision": round(ours_p, 4),
+        "ours_recall": round(ours_r, 4),
+        "baseline_precision": round(base_p, 4),
+        "baseline_recall": round(base_r, 4),
+        "baseline_sample_s": round(base_sample_s, 1),
+        "removed": result.removed,
+        "kept": result.kept,
+    }
+    src.unlink()
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--sizes", default="10k,100k", help="comma-separated corpus sizes (10k,100k,1M)"
+    )
+    ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--num-perm", type=int, default=128)
+    ap.add_argument("--sample", type=int, default=5000, help="brute-force sample size")
+    ap.add_argument(
+        "--baseline-docs", type=int, default=5000, help="docs the baseline runs on for docs/s"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            row = run_size(parse_size(size), args, Path(tmp))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print()
+    print(f"{'n':>9} {'ours docs/s':>12} {'baseline docs/s':>16} {'speedup':>8} {'peak RSS MB':>12} "
+          f"{'P ours/base':>13} {'R ours/base':>13}")  # fmt: skip
+    for r in rows:
+        print(
+            f"{r['n']:>9} {r['ours_docs_per_s']:>12} {r['baseline_docs_per_s']:>16} {r['speedup']:>7}x "
+            f"{r['peak_rss_mb']:>12} {r['ours_precision']:>6}/{r['baseline_precision']:<6} "
+            f"{r['ours_recall']:>6}/{r['baseline_recall']:<6}"
+        )
+    print("(baseline docs/s measured on the first --baseline-docs documents and extrapolated)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

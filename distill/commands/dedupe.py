@@ -1,0 +1,137 @@
+"""`distill dedupe`: remove exact and near-duplicate examples (MinHash LSH), also against seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from distill.commands.options import run_option
+
+
+@click.command()
+@run_option
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity of character 5-gram shingles at which two examples are duplicates.",
+)
+@click.option(
+    "--num-perm",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    help="MinHash permutations; bands x rows are chosen by datasketch's optimiser.",
+)
+@click.option(
+    "--ngram",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Shingle length in characters.",
+)
+@click.option(
+    "--seeds",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Seed conversations (default: the seeds file recorded by `distill generate`).",
+)
+@click.option(
+    "--include-seeds/--no-include-seeds",
+    default=True,
+    show_default=True,
+    help="Put the seeds themselves in the output (they are always used to find near-copies).",
+)
+@click.option(
+    "--lsh-storage",
+    default=None,
+    metavar="redis://HOST:PORT",
+    help="Keep the LSH index in Redis (datasketch storage) instead of memory.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Dedupe any chat JSONL instead of a run (needs --output).",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where --input's deduplicated lines go; removed ones go to OUTPUT.rejected.jsonl.",
+)
+def dedupe(
+    run_dir: Path | None,
+    threshold: float,
+    num_perm: int,
+    ngram: int,
+    seeds: Path | None,
+    include_seeds: bool,
+    lsh_storage: str | None,
+    input_path: Path | None,
+    output_path: Path | None,
+) -> None:
+    """Remove exact and near-duplicate examples, and near-copies of the seeds.
+
+    Writes deduped.jsonl and dedupe_report.json in the run; every removed example goes to
+    rejected.jsonl with the id it duplicates and their Jaccard similarity.
+    """
+    from distill.errors import UsageError
+    from distill.runs import Run
+    from distill.stages.dedupe import DedupeConfig, dedupe_file, dedupe_run
+
+    config = DedupeConfig(
+        threshold=threshold,
+        num_perm=num_perm,
+        ngram=ngram,
+        include_seeds=include_seeds,
+        lsh_storage=lsh_storage,
+    )
+    if (input_path is None) != (output_path is None):
+        raise UsageError("--input and --output go together: pass both, or neither to use the run")
+    if input_path is not None and output_path is not None:
+        if run_dir is not None:
+            raise UsageError("--run and --input/--output exclude each other; pick one")
+        result = dedupe_file(input_path, output_path, config, seeds=seeds)
+    else:
+        result = dedupe_run(Run.open(run_dir), config, seeds=seeds)
+    _print(result)
+
+
+def _print(result) -> None:  # noqa: ANN001 - DedupeResult, imported lazily
+    from rich.console import Console
+    from rich.table import Table
+
+    p = result.params
+    table = Table(title="dedupe", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("input examples", str(result.input))
+    if result.seeds:
+        table.add_row("seeds", str(result.seeds))
+    table.add_row("exact duplicates removed", str(result.exact))
+    table.add_row("near-duplicates removed", str(result.near))
+    table.add_row("near-copies of seeds removed", str(result.seed_copies))
+    if result.invalid:
+        table.add_row("not chat examples (removed)", str(result.invalid))
+    table.add_row("kept", str(result.kept), style="bold")
+    table.add_row(
+        "LSH",
+        f"{p.bands} bands x {p.rows} rows, threshold {p.threshold}, "
+        f"FP {p.false_positive / p.threshold:.1%} / FN {p.false_negative / (1 - p.threshold):.1%}",
+    )
+    console = Console()
+    console.print(table)
+    for c in result.largest[:3]:
+        console.print(
+            f"  cluster of {c['size']} kept {c['kept']}: {c['kept_text'][:90]}", markup=False
+        )
+    for w in result.warnings:
+        console.print(f"warning: {w}", style="yellow", markup=False)
+    console.print(
+        f"{result.output}  (removed: {result.rejected}; report: {result.report})", markup=False
+    )

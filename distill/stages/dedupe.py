@@ -1,0 +1,1026 @@
+"""Remove exact and near-duplicate examples: repeats teach a student to parrot.
+
+Exact duplicates are found by a hash of the normalised text; near-duplicates by MinHash LSH
+over character n-gram shingles of the normalised user and assistant turns (the system prompt,
+the same everywhere, is left out). Candidate pairs from the LSH are confirmed with the exact
+Jaccard similarity of their shingle sets, joined into clusters by union-find, and one example
+per cluster is kept (a seed if the cluster has one, else the one that comes first in the input).
+
+The MinHash signatures are datasketch's "affine32" MinHash (same permutations, same
+pre-mix), computed for a whole batch of documents with numpy instead of one `update()` per
+shingle; `signatures()` equals `datasketch.MinHash(hashfunc=shingle_hash32)` over the same
+shingles. The in-memory LSH bands those signatures with numpy exactly like
+`datasketch.MinHashLSH(params=(b, r))`; `--lsh-storage redis://HOST:PORT` uses
+`datasketch.MinHashLSH` itself with its Redis storage.
+
+`split` imports the text, signature, LSH and union-find helpers from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from distill.errors import InputError, UsageError
+from distill.records import content_id
+from distill.runs import Run, atomic_write_json, atomic_write_jsonl
+
+STAGE = "dedupe"
+NGRAM = 5
+DEFAULT_THRESHOLD = 0.8
+DEFAULT_NUM_PERM = 128
+DEFAULT_SEED = 1
+BATCH = 4096  # documents hashed together
+_CHUNK_SHINGLES = 8192  # shingles per numpy block: 128 x 8192 x 4 bytes stays in cache
+
+# -- text --------------------------------------------------------------------------------------
+_SPACE = re.compile(r"\s+")
+_M64 = (1 << 64) - 1
+_BASE = 0x9E3779B97F4A7C15  # odd 64-bit multiplier for the polynomial shingle hash
+
+
+def normalise(text: str) -> str:
+    """NFKC, case-folded, whitespace runs collapsed to one space: what 'the same text' means."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def example_text(messages: Any) -> str:
+    """The normalised user and assistant turns, one per line (system prompt left out)."""
+    parts = []
+    if isinstance(messages, list):
+        for m in messages:
+            if isinstance(m, dict) and m.get("role") in ("user", "assistant"):
+                content = m.get("content")
+                if isinstance(content, str) and content:
+                    parts.append(normalise(content))
+    return "\n".join(parts)
+
+
+def shingles(text: str, ngram: int = NGRAM) -> list[str]:
+    """Character n-grams of a normalised text; a text shorter than n is padded to one shingle."""
+    if not text:
+        return []
+    if len(text) < ngram:
+        return [text + "\x00" * (ngram - len(text))]
+    return [text[i : i + ngram] for i in range(len(text) - ngram + 1)]
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def _fmix64_int(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    return h ^ (h >> 33)
+
+
+def shingle_hash64(shingle: str) -> int:
+    """The 64-bit hash of one shingle (a polynomial over code points): exact-Jaccard sets use it."""
+    h = 0
+    for ch in shingle:
+        h = (h * _BASE + ord(ch)) & _M64
+    return h
+
+
+def shingle_hash32(shingle: str) -> int:
+    """The 32-bit value MinHash permutes; pass it as datasketch's `hashfunc` to get our signatures."""
+    return _fmix64_int(shingle_hash64(shingle)) >> 32
+
+
+def _shingle_hashes(texts: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit shingle hashes of every text, concatenated, and each text's [start, end) offsets."""
+    pad = "\x00" * (ngram - 1)
+    cps = np.frombuffer(("".join(t + pad for t in texts)).encode("utf-32-le"), dtype=np.uint32)
+    cps = cps.astype(np.uint64)
+    total = len(cps) - ngram + 1
+    h = np.zeros(max(total, 0), dtype=np.uint64)
+    if total > 0:
+        for k in range(ngram):
+            h *= np.uint64(_BASE)
+            h += cps[k : k + total]
+    lens = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    starts = np.zeros(len(texts), dtype=np.int64)
+    if len(texts) > 1:
+        starts[1:] = np.cumsum(lens + ngram - 1)[:-1]
+    counts = np.where(lens >= ngram, lens - ngram + 1, np.minimum(lens, 1))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    idx = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1], dtype=np.int64)
+    return h[idx], offsets
+
+
+def shingle_sets(texts: list[str], ngram: int = NGRAM) -> list[np.ndarray]:
+    """Each text's set of 64-bit shingle hashes, sorted and unique (for exact Jaccard)."""
+    h, offsets = _shingle_hashes(texts, ngram)
+    return [np.unique(h[offsets[i] : offsets[i + 1]]) for i in range(len(texts))]
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted unique hash arrays (1.0 for two empty sets)."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+@lru_cache(maxsize=8)
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutation parameters (a, b) for this num_perm and seed."""
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
+
+
+def signatures(
+    texts: list[str], num_perm: int = DEFAULT_NUM_PERM, seed: int = DEFAULT_SEED, ngram: int = NGRAM
+) -> np.ndarray:
+    """MinHash signatures, shape (num_perm, len(texts)) uint32, of the texts' shingle sets.
+
+    Column i equals `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash32)` updated with
+    `shingles(texts[i])`; an empty text gets the all-max signature of an empty MinHash."""
+    a, b = permutations(num_perm, seed)
+    a, b = a[:, None], b[:, None]
+    out = np.full((num_perm, len(texts)), np.iinfo(np.uint32).max, dtype=np.uint32)
+    if not texts:
+        return out
+    h, offsets = _shingle_hashes(texts, ngram)
+    hv = _fmix32((_fmix64(h) >> np.uint64(32)).astype(np.uint32))
+    counts = np.diff(offsets)
+    buf = np.empty((num_perm, _CHUNK_SHINGLES), dtype=np.uint32)
+    i, n = 0, len(texts)
+    while i < n:
+        # a block of whole documents with about _CHUNK_SHINGLES shingles (at least one document)
+        j = int(np.searchsorted(offsets, offsets[i] + _CHUNK_SHINGLES, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        lo, hi = int(offsets[i]), int(offsets[j])
+        if hi > lo:
+            width = hi - lo
+            block = (
+                buf[:, :width]
+                if width <= _CHUNK_SHINGLES
+                else np.empty((num_perm, width), np.uint32)
+            )
+            np.multiply(a, hv[None, lo:hi], out=block)
+            block += b
+            docs = np.nonzero(counts[i:j])[0]
+            mins = np.minimum.reduceat(block, offsets[i:j][docs] - lo, axis=1)
+            out[:, i + docs] = mins
+        i = j
+    return out
+
+
+# -- LSH ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LshParams:
+    """Bands x rows of the LSH and its expected error, as datasketch computes them."""
+
+    threshold: float
+    num_perm: int
+    bands: int
+    rows: int
+    false_positive: float  # area under the S-curve below the threshold
+    false_negative: float  # area above the S-curve over the threshold
+
+    def candidate_probability(self, s: float) -> float:
+        """Chance that two sets with Jaccard s share at least one band."""
+        return 1.0 - (1.0 - s**self.rows) ** self.bands
+
+    def describe(self) -> dict[str, Any]:
+        t = self.threshold
+        return {
+            "bands": self.bands,
+            "rows": self.rows,
+            "false_positive_area": round(self.false_positive, 6),
+            "false_negative_area": round(self.false_negative, 6),
+            # the areas divided by their interval: the mean chance for a pair whose Jaccard is
+            # uniform below / above the threshold
+            "expected_false_positive_rate": round(self.false_positive / t, 6) if t > 0 else 0.0,
+            "expected_false_negative_rate": round(self.false_negative / (1 - t), 6)
+            if t < 1
+            else 0.0,
+            "candidate_probability": {
+                f"{s:.2f}": round(self.candidate_probability(s), 4)
+                for s in sorted({0.3, 0.5, 0.7, t, 0.9, 0.95})
+            },
+        }
+
+
+@lru_cache(maxsize=32)
+def lsh_params(
+    threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)
+) -> LshParams:
+    """Bands and rows from datasketch's optimiser, with its integrated FP/FN areas."""
+    from datasketch.lsh import (
+        _false_negative_probability,
+        _false_positive_probability,
+        _optimal_param,
+    )
+
+    if not 0.0 < threshold < 1.0:
+        raise UsageError(f"--threshold {threshold}: must be between 0 and 1 (exclusive)")
+    if num_perm < 2:
+        raise UsageError(f"--num-perm {num_perm}: must be at least 2")
+    bands, rows = _optimal_param(threshold, num_perm, *weights)
+    if bands < 2:
+        raise UsageError(
+            f"--threshold {threshold} with --num-perm {num_perm} gives fewer than 2 LSH bands; "
+            "raise --num-perm"
+        )
+    fp = _false_positive_probability(threshold, bands, rows)
+    fn = _false_negative_probability(threshold, bands, rows)
+    return LshParams(threshold, num_perm, bands, rows, fp, fn)
+
+
+def recall_params(threshold: float, num_perm: int, miss: float = 1e-4) -> LshParams:
+    """The fewest-candidate bands x rows that miss a pair at `threshold` with chance <= miss
+    (for checks that must not miss, like split's leakage check)."""
+    from datasketch.lsh import _false_negative_probability, _false_positive_probability
+
+    best: tuple[int, int] | None = None
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if bands >= 2 and (1 - threshold**rows) ** bands <= miss:
+            best = (bands, rows)
+            break
+    bands, rows = best or (num_perm, 1)
+    return LshParams(
+        threshold,
+        num_perm,
+        bands,
+        rows,
+        _false_positive_probability(threshold, bands, rows),
+        _false_negative_probability(threshold, bands, rows),
+    )
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per band and document, shape (n, bands): equal keys = a shared bucket."""
+    n = sigs.shape[1]
+    keys = np.empty((n, bands), dtype=np.uint64)
+    mult = np.uint64(0x100000001B3)
+    for band in range(bands):
+        h = np.full(n, np.uint64(0xCBF29CE484222325) ^ np.uint64(band), dtype=np.uint64)
+        for row in sigs[band * rows : (band + 1) * rows]:
+            h = (h ^ row.astype(np.uint64)) * mult
+        keys[:, band] = _fmix64(h)
+    return keys
+
+
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """Index pairs (i < j) that share a key in at least one band column; shape (m, 2) int64."""
+    n = keys.shape[0]
+    found: list[np.ndarray] = []
+    for band in range(keys.shape[1]):
+        col = keys[:, band]
+        order = np.argsort(col, kind="stable")
+        s = col[order]
+        same = s[1:] == s[:-1]
+        if not same.any():
+            continue
+        # runs of equal keys: [start, end) positions in `order`
+        edges = np.diff(np.concatenate(([False], same, [False])).astype(np.int8))
+        starts = np.nonzero(edges == 1)[0]
+        ends = np.nonzero(edges == -1)[0] + 1
+        sizes = ends - starts
+        two = sizes == 2
+        if two.any():
+            a = order[starts[two]]
+            b = order[starts[two] + 1]
+            found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+        for st, en in zip(starts[~two], ends[~two], strict=True):
+            members = np.sort(order[st:en])
+            ii, jj = np.triu_indices(len(members), k=1)
+            found.append(np.stack([members[ii], members[jj]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found).astype(np.int64)
+    code = np.unique(pairs[:, 0] * np.int64(n) + pairs[:, 1])
+    return np.stack([code // n, code % n], axis=1)
+
+
+class UnionFind:
+    """Disjoint sets over 0..n-1 with path halving; `find` gives a set's smallest member."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        while p[x] != x:
+            p[x] = p[p[x]]
+            x = p[x]
+        return x
+
+    def union(self, x: int, y: int) -> None:
+        rx, ry = self.find(x), self.find(y)
+        if rx != ry:
+            if ry < rx:
+                rx, ry = ry, rx
+            self.parent[ry] = rx  # the smaller index stays the root
+
+    def groups(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for x in range(len(self.parent)):
+            out.setdefault(self.find(x), []).append(x)
+        return out
+
+
+class RedisLsh:
+    """datasketch.MinHashLSH with Redis storage: the index lives in Redis, not in this process."""
+
+    def __init__(self, url: str, params: LshParams, seed: int) -> None:
+        from datasketch import MinHashLSH
+
+        self.url = url
+        host, port, db = parse_redis_url(url)
+        self.basename = f"distill-{os.getpid()}-{secrets.token_hex(4)}".encode()
+        self.config = {
+            "type": "redis",
+            "basename": self.basename,
+            "redis": {"host": host, "port": port, "db": db},
+        }
+        self.perms = permutations(params.num_perm, seed)
+        self.seed = seed
+        try:
+            import redis
+
+            self.client = redis.Redis(host=host, port=port, db=db)
+            self.client.ping()
+            self.lsh = MinHashLSH(
+                num_perm=params.num_perm,
+                params=(params.bands, params.rows),
+                storage_config=self.config,
+            )
+        except ImportError:
+            raise UsageError(
+                "--lsh-storage redis:// needs the redis package: pip install 'distill[redis]'"
+            ) from None
+        except Exception as e:  # redis.ConnectionError and friends
+            raise UsageError(
+                f"--lsh-storage {url}: cannot reach Redis ({type(e).__name__}: {e}); "
+                "start redis-server there or drop --lsh-storage"
+            ) from None
+
+    def add_batch(self, ordinals: list[int], sigs: np.ndarray) -> list[tuple[int, int]]:
+        """Insert a batch of documents and return (earlier, later) candidate pairs."""
+        from datasketch import MinHash
+
+        minhashes = [
+            MinHash(
+                num_perm=sigs.shape[0],
+                seed=self.seed,
+                hashvalues=sigs[:, k],
+                permutations=np.array(self.perms),
+                scheme="affine32",
+            )
+            for k in range(len(ordinals))
+        ]
+        with self.lsh.insertion_session() as session:
+            for key, mh in zip(ordinals, minhashes, strict=True):
+                session.insert(key, mh, check_duplication=False)
+        pairs = []
+        for key, mh in zip(ordinals, minhashes, strict=True):
+            for other in self.lsh.query(mh):
+                if other < key:
+                    pairs.append((int(other), key))
+        return pairs
+
+    def close(self) -> None:
+        """Delete this run's keys from Redis."""
+        try:
+            keys = list(self.client.scan_iter(match=self.basename + b"*", count=1000))
+            for i in range(0, len(keys), 1000):
+                self.client.delete(*keys[i : i + 1000])
+        except Exception:  # cleaning up is best effort; the keys carry a unique prefix
+            pass
+
+
+def parse_redis_url(url: str) -> tuple[str, int, int]:
+    u = urlparse(url)
+    if u.scheme != "redis" or not u.hostname:
+        raise UsageError(f"--lsh-storage {url}: expected redis://HOST:PORT[/DB]")
+    try:
+        port = u.port or 6379
+        db = int(u.path.strip("/") or 0)
+    except ValueError:
+        raise UsageError(f"--lsh-storage {url}: expected redis://HOST:PORT[/DB]") from None
+    return u.hostname, port, db
+
+
+# -- the stage ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DedupeConfig:
+    """The knobs of `distill dedupe`; defaults explained in the README."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    num_perm: int = DEFAULT_NUM_PERM
+    ngram: int = NGRAM
+    seed: int = DEFAULT_SEED
+    include_seeds: bool = True
+    lsh_storage: str | None = None  # None: in memory; "redis://HOST:PORT"
+    batch_size: int = BATCH
+    # (false positive, false negative) weights for datasketch's optimiser: candidates are confirmed
+    # with exact Jaccard, so a false positive costs one comparison and a false negative a kept
+    # duplicate; weighting misses 9:1 gives 14 bands x 9 rows at 0.8 (0.87 chance at J = 0.8)
+    weights: tuple[float, float] = (0.1, 0.9)
+
+
+@dataclass
+class DedupeResult:
+    """What happened, for the terminal table and the report."""
+
+    input: int = 0
+    seeds: int = 0
+    invalid: int = 0
+    exact: int = 0
+    near: int = 0
+    seed_copies: int = 0
+    kept: int = 0
+    candidate_pairs: int = 0
+    confirmed_pairs: int = 0
+    params: LshParams | None = None
+    output: Path | None = None
+    rejected: Path | None = None
+    report: Path | None = None
+    largest: list[dict[str, Any]] = field(default_factory=list)
+    confirmed: list[tuple[str, str, float]] = field(default_factory=list)  # (id, id, jaccard)
+    exact_pairs: list[tuple[str, str]] = field(default_factory=list)  # (first copy, later copy)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def removed(self) -> int:
+        return self.invalid + self.exact + self.near + self.seed_copies
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    is_seed: bool
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) for each non-blank line; a partial last line that is not valid JSON
+    (a killed writer) is skipped, as `read_jsonl` does."""
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if not line.endswith("\n"):
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError:
+                    return
+                line += "\n"
+            yield lineno, line
+
+
+def _parse(path: Path, lineno: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"{path}:{lineno}: invalid JSON ({e.msg}); fix or remove the line"
+        ) from None
+
+
+def _seed_record(obj: Any) -> dict[str, Any]:
+    """A seed line as a deduped.jsonl record: id, messages, meta.source = "seed"."""
+    messages = obj["messages"]
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    rid = (
+        obj.get("id") if isinstance(obj.get("id"), str) and obj.get("id") else content_id(messages)
+    )
+    return {"id": rid, "messages": messages, "meta": {**meta, "source": "seed"}}
+
+
+def _record_id(obj: dict[str, Any]) -> str:
+    rid = obj.get("id")
+    return rid if isinstance(rid, str) and rid else content_id(obj["messages"])
+
+
+def _is_chat(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and isinstance(obj.get("messages"), list)
+        and all(isinstance(m, dict) for m in obj["messages"])
+    )
+
+
+class _Dedupe:
+    """The three passes: hash and index; confirm candidates with exact Jaccard; write out."""
+
+    def __init__(self, sources: list[_Source], config: DedupeConfig) -> None:
+        self.sources = sources
+        self.cfg = config
+        self.params = lsh_params(config.threshold, config.num_perm, config.weights)
+        self.ids: list[str] = []
+        self.is_seed = bytearray()
+        self.removed: dict[int, str] = {}  # ordinal -> reason
+        self.exact_of: dict[int, int] = {}  # ordinal -> ordinal of its first exact copy
+        self.result = DedupeResult(params=self.params)
+        self.clusters: list[dict[str, Any]] = []
+
+    # pass 1 -----------------------------------------------------------------------------------
+    def index(self) -> np.ndarray:
+        """Hash every example; exact duplicates are settled here; returns LSH candidate pairs
+        as ordinals."""
+        first: dict[bytes, int] = {}
+        batch_texts: list[str] = []
+        batch_ords: list[int] = []
+        key_blocks: list[np.ndarray] = []
+        ord_blocks: list[np.ndarray] = []
+        redis_lsh = (
+            RedisLsh(self.cfg.lsh_storage, self.params, self.cfg.seed)
+            if self.cfg.lsh_storage
+            else None
+        )
+        redis_pairs: list[tuple[int, int]] = []
+
+        def flush() -> None:
+            if not batch_texts:
+                return
+            sigs = signatures(batch_texts, self.cfg.num_perm, self.cfg.seed, self.cfg.ngram)
+            if redis_lsh is not None:
+                redis_pairs.extend(redis_lsh.add_batch(list(batch_ords), sigs))
+            else:
+                key_blocks.append(band_keys(sigs, self.params.bands, self.params.rows))
+                ord_blocks.append(np.array(batch_ords, dtype=np.int64))
+            batch_texts.clear()
+            batch_ords.clear()
+
+        try:
+            for ordinal, src, lineno, line in self._iter_all():
+                obj = _parse(src.path, lineno, line)
+                if not _is_chat(obj):
+                    self.ids.append(
+                        obj.get("id", f"line-{lineno}")
+                        if isinstance(obj, dict)
+                        else f"line-{lineno}"
+                    )
+                    self.is_seed.append(src.is_seed)
+                    self.removed[ordinal] = (
+                        f"not a chat example ({src.path}:{lineno}: no messages list)"
+                    )
+                    self.result.invalid += 1
+                    continue
+                self.ids.append(_seed_record(obj)["id"] if src.is_seed else _record_id(obj))
+                self.is_seed.append(src.is_seed)
+                text = example_text(obj["messages"])
+                digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+                prior = first.get(digest)
+                if prior is not None:
+                    self.exact_of[ordinal] = prior
+                    self.result.exact_pairs.append((self.ids[prior], self.ids[ordinal]))
+                    kind = "seed " if self.is_seed[prior] else ""
+                    self.removed[ordinal] = f"exact duplicate of {kind}{self.ids[prior]}"
+                    self.result.exact += 1
+                    continue
+                first[digest] = ordinal
+                batch_texts.append(text)
+                batch_ords.append(ordinal)
+                if len(batch_texts) >= self.cfg.batch_size:
+                    flush()
+            flush()
+        finally:
+            if redis_lsh is not None:
+                redis_lsh.close()
+        self.result.seeds = sum(self.is_seed)
+        self.result.input = len(self.ids) - self.result.seeds
+        if redis_lsh is not None:
+            return np.array(sorted(set(redis_pairs)), dtype=np.int64).reshape(-1, 2)
+        if not key_blocks:
+            return np.empty((0, 2), dtype=np.int64)
+        keys = np.concatenate(key_blocks)
+        ords = np.concatenate(ord_blocks)
+        pairs = candidate_pairs(keys)
+        return ords[pairs]
+
+    def _iter_all(self) -> Iterator[tuple[int, _Source, int, str]]:
+        ordinal = 0
+        for src in self.sources:
+            for lineno, line in _lines(src.path):
+                yield ordinal, src, lineno, line
+                ordinal += 1
+
+    # pass 2 -----------------------------------------------------------------------------------
+    def confirm(self, pairs: np.ndarray) -> None:
+        """Exact Jaccard for each candidate pair; union-find over the confirmed ones; decide
+        which example each cluster keeps."""
+        self.result.candidate_pairs = len(pairs)
+        if len(pairs) == 0:
+            return
+        wanted = set(np.unique(pairs).tolist())
+        sets: dict[int, np.ndarray] = {}
+        snippets: dict[int, str] = {}
+        todo_ords: list[int] = []
+        todo_texts: list[str] = []
+
+        def flush() -> None:
+            for o, s in zip(todo_ords, shingle_sets(todo_texts, self.cfg.ngram), strict=True):
+                sets[o] = s
+            todo_ords.clear()
+            todo_texts.clear()
+
+        for ordinal, src, lineno, line in self._iter_all():
+            if ordinal in wanted:
+                obj = _parse(src.path, lineno, line)
+                todo_ords.append(ordinal)
+                todo_texts.append(example_text(obj["messages"]))
+                snippets[ordinal] = _snippet(obj["messages"])
+                if len(todo_ords) >= self.cfg.batch_size:
+                    flush()
+        flush()
+
+        t = self.cfg.threshold
+        uf = UnionFind(0)
+        local: dict[int, int] = {}
+        members_of: list[int] = []
+        edges: dict[int, list[tuple[float, int]]] = {}
+        for a, b in pairs.tolist():
+            j = jaccard(sets[a], sets[b])
+            if j < t:
+                continue
+            self.result.confirmed_pairs += 1
+            self.result.confirmed.append((self.ids[a], self.ids[b], j))
+            for o in (a, b):
+                if o not in local:
+                    local[o] = len(members_of)
+                    members_of.append(o)
+                    uf.parent.append(local[o])
+            uf.union(local[a], local[b])
+            edges.setdefault(a, []).append((j, b))
+            edges.setdefault(b, []).append((j, a))
+
+        for group in uf.groups().values():
+            ords = sorted(members_of[g] for g in group)
+            self._settle(ords, sets, edges, snippets)
+
+    def _settle(
+        self,
+        ords: list[int],
+        sets: dict[int, np.ndarray],
+        edges: dict[int, list[tuple[float, int]]],
+        snippets: dict[int, str],
+    ) -> None:
+        seeds = [o for o in ords if self.is_seed[o]]
+        keep = seeds or [ords[0]]  # rule: every seed, else the first in input order
+        removed, scores = [], []
+        for o in ords:
+            if o in keep:
+                continue
+            best_j, best = max((jaccard(sets[o], sets[k]), k) for k in keep)
+            via = ""
+            if best_j < self.cfg.threshold:
+                link_j, link = max(edges[o])
+                via = f", via {self.ids[link]} at {link_j:.2f}"
+            if seeds:
+                self.removed[o] = f"near-copy of seed {self.ids[best]} (jaccard {best_j:.2f}{via})"
+                self.result.seed_copies += 1
+            else:
+                self.removed[o] = f"near-duplicate of {self.ids[best]} (jaccard {best_j:.2f}{via})"
+                self.result.near += 1
+            removed.append(o)
+            scores.append(round(best_j, 4))
+        cluster = {
+            "kind": "near",
+            "kept": self.ids[keep[0]],
+            "also_kept": [self.ids[k] for k in keep[1:]],
+            "removed": [self.ids[o] for o in removed],
+            "jaccard": scores,
+            "size": len(ords),
+            "has_seed": bool(seeds),
+            "_texts": [snippets.get(o, "") for o in [keep[0], *removed[:3]]],
+        }
+        self.clusters.append(cluster)
+
+    # pass 3 -----------------------------------------------------------------------------------
+    def write(self, out: IO[str], reject_rows: list[tuple[dict[str, Any], str, str]]) -> None:
+        """Kept lines go to `out` as they came (seeds as records when included); removed ones
+        to `reject_rows` with their reason."""
+        for ordinal, src, _lineno, line in self._iter_all():
+            reason = self.removed.get(ordinal)
+            if reason is None:
+                if src.is_seed:
+                    if self.cfg.include_seeds:
+                        out.write(
+                            json.dumps(_seed_record(json.loads(line)), ensure_ascii=False) + "\n"
+                        )
+                        self.result.kept += 1
+                else:
+                    out.write(line)
+                    self.result.kept += 1
+                continue
+            if src.is_seed and not self.cfg.include_seeds:
+                continue  # a seed left out of the pool is not an input example
+            obj = json.loads(line)
+            if _is_chat(obj):
+                rec = _seed_record(obj) if src.is_seed else obj
+            else:
+                rec = {"id": self.ids[ordinal], "line": line.rstrip("\n")}
+            reject_rows.append((rec, STAGE, reason))
+
+    def exact_clusters(self) -> list[dict[str, Any]]:
+        groups: dict[int, list[int]] = {}
+        for o, first in self.exact_of.items():
+            groups.setdefault(first, []).append(o)
+        return [
+            {
+                "kind": "exact",
+                "kept": self.ids[first],
+                "also_kept": [],
+                "removed": [self.ids[o] for o in sorted(dups)],
+                "jaccard": [1.0] * len(dups),
+                "size": len(dups) + 1,
+                "has_seed": bool(self.is_seed[first]),
+            }
+            for first, dups in sorted(groups.items())
+            if not self.removed.get(first)  # an exact copy of a removed near-duplicate
+        ] + [
+            {
+                "kind": "exact",
+                "kept": None,
+                "also_kept": [],
+                "removed": [self.ids[first], *[self.ids[o] for o in sorted(dups)]],
+                "jaccard": [1.0] * (len(dups) + 1),
+                "size": len(dups) + 1,
+                "has_seed": bool(self.is_seed[first]),
+            }
+            for first, dups in sorted(groups.items())
+            if self.removed.get(first)
+        ]
+
+    def report(self) -> dict[str, Any]:
+        r = self.result
+        near = sorted(self.clusters, key=lambda c: (-c["size"], c["kept"]))
+        largest = [
+            {
+                "kept": c["kept"],
+                "size": c["size"],
+                "has_seed": c["has_seed"],
+                "kept_text": c["_texts"][0],
+                "removed_examples": [
+                    {"id": i, "jaccard": j, "text": t}
+                    for i, j, t in zip(
+                        c["removed"][:3], c["jaccard"][:3], c["_texts"][1:], strict=False
+                    )
+                ],
+            }
+            for c in near[:10]
+        ]
+        r.largest = largest
+        clusters = [{k: v for k, v in c.items() if k != "_texts"} for c in near]
+        return {
+            "parameters": {
+                "threshold": self.cfg.threshold,
+                "num_perm": self.cfg.num_perm,
+                "shingle": f"character {self.cfg.ngram}-grams of normalised user+assistant turns",
+                "seed": self.cfg.seed,
+                "weights": list(self.cfg.weights),
+                "include_seeds": self.cfg.include_seeds,
+                "lsh_storage": _redact(self.cfg.lsh_storage) or "memory",
+                "representative": "every seed in a cluster, else the first example in input order",
+            },
+            "lsh": self.params.describe(),
+            "counts": {
+                "input": r.input,
+                "seeds": r.seeds,
+                "invalid": r.invalid,
+                "exact_duplicates": r.exact,
+                "near_duplicates": r.near,
+                "near_copies_of_seeds": r.seed_copies,
+                "removed": r.removed,
+                "kept": r.kept,
+                "candidate_pairs": r.candidate_pairs,
+                "confirmed_pairs": r.confirmed_pairs,
+                "clusters": len(self.clusters),
+            },
+            "largest_clusters": largest,
+            "clusters": clusters + self.exact_clusters(),
+        }
+
+
+def _snippet(messages: Any, limit: int = 240) -> str:
+    parts = [
+        f"{m.get('role')}: {m.get('content')}"
+        for m in messages
+        if isinstance(m, dict) and m.get("role") in ("user", "assistant") and m.get("content")
+    ]
+    text = " | ".join(parts)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _redact(url: str | None) -> str | None:
+    """A storage URL without any password in it."""
+    if not url:
+        return url
+    u = urlparse(url)
+    if u.password:
+        return url.replace(f":{u.password}@", ":***@")
+    return url
+
+
+@contextmanager
+def _atomic_lines(path: Path) -> Iterator[IO[str]]:
+    """A text file written under a temporary name and renamed into place when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def drop_stage_rejections(run: Run, stage: str, reason_prefix: str = "") -> None:
+    """Forget rows a previous attempt of `stage` wrote to rejected.jsonl, so a rerun does not
+    list an example twice (or keep listing one that is now kept)."""
+    path = run.file("rejected.jsonl")
+    if not path.exists():
+        return
+    from distill.runs import read_jsonl
+
+    rows = list(read_jsonl(path))
+    keep = [
+        r
+        for r in rows
+        if not (r.get("stage") == stage and str(r.get("reason", "")).startswith(reason_prefix))
+    ]
+    if len(keep) != len(rows):
+        atomic_write_jsonl(path, keep)
+
+
+def _dedupe(
+    sources: list[_Source], output: Path, config: DedupeConfig
+) -> tuple[_Dedupe, list[tuple[dict[str, Any], str, str]], dict[str, Any]]:
+    job = _Dedupe(sources, config)
+    pairs = job.index()
+    job.confirm(pairs)
+    rows: list[tuple[dict[str, Any], str, str]] = []
+    with _atomic_lines(output) as out:
+        job.write(out, rows)
+    report = job.report()
+    return job, rows, report
+
+
+def seeds_path_for(run: Run, seeds: Path | None) -> Path | None:
+    """--seeds, else the seeds file recorded in the manifest, else None."""
+    if seeds is not None:
+        if not seeds.exists():
+            raise InputError(f"{seeds}: seeds file not found; pass --seeds PATH to a chat JSONL")
+        return seeds
+    recorded = run.manifest.get("inputs", {}).get("seeds", {})
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    if not path:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise InputError(
+            f"{p}: seeds file recorded in {run.manifest_path} is missing; pass --seeds FILE"
+        )
+    return p
+
+
+def dedupe_run(run: Run, config: DedupeConfig, seeds: Path | None = None) -> DedupeResult:
+    """generated.jsonl -> deduped.jsonl + dedupe_report.json; removed examples to rejected.jsonl."""
+    generated = run.require("generated.jsonl", "run `distill generate` first")
+    seeds_file = seeds_path_for(run, seeds)
+    sources = ([_Source(seeds_file, True)] if seeds_file else []) + [_Source(generated, False)]
+    run.record_stage(STAGE, "running")
+    drop_stage_rejections(run, STAGE)
+    job, rows, report = _dedupe(sources, run.file("deduped.jsonl"), config)
+    if not seeds_file:
+        job.result.warnings.append(
+            "no seeds file (none in the manifest, no --seeds): near-copies of seeds not checked"
+        )
+    report["inputs"] = {
+        "generated": str(generated),
+        "seeds": str(seeds_file) if seeds_file else None,
+    }
+    report["warnings"] = job.result.warnings
+    run.reject(rows)
+    atomic_write_json(run.file("dedupe_report.json"), report)
+    r = job.result
+    r.output, r.rejected, r.report = (
+        run.file("deduped.jsonl"),
+        run.file("rejected.jsonl"),
+        run.file("dedupe_report.json"),
+    )
+    run.record_stage(
+        STAGE,
+        "done",
+        input=r.input,
+        seeds=r.seeds,
+        kept=r.kept,
+        removed=r.removed,
+        exact=r.exact,
+        near=r.near,
+        seed_copies=r.seed_copies,
+        invalid=r.invalid,
+        threshold=config.threshold,
+        num_perm=config.num_perm,
+        bands=job.params.bands,
+        rows=job.params.rows,
+    )
+    return r
+
+
+def rejected_path_for(output: Path) -> Path:
+    """out.jsonl -> out.rejected.jsonl (beside the output)."""
+    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(stem + ".rejected.jsonl")
+
+
+def dedupe_file(
+    input: Path, output: Path, config: DedupeConfig, seeds: Path | None = None
+) -> DedupeResult:
+    """Any chat JSONL -> the same lines without duplicates; removed lines beside the output
+    as <output>.rejected.jsonl and the report as <output>.dedupe_report.json."""
+    if not input.exists():
+        raise InputError(f"{input}: file not found; pass --input PATH to a chat JSONL")
+    if seeds is not None and not seeds.exists():
+        raise InputError(f"{seeds}: seeds file not found; pass --seeds PATH to a chat JSONL")
+    if output.resolve() == input.resolve():
+        raise UsageError(f"--output {output}: same file as --input; write somewhere else")
+    sources = ([_Source(seeds, True)] if seeds else []) + [_Source(input, False)]
+    job, rows, report = _dedupe(sources, output, config)
+    rejected = rejected_path_for(output)
+    atomic_write_jsonl(
+        rejected,
+        (
+            {
+                "id": rec.get("id"),
+                "stage": st,
+                "reason": why,
+                "example": rec,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            for rec, st, why in rows
+        ),
+    )
+    report_path = output.with_name(rejected.name.replace(".rejected.jsonl", ".dedupe_report.json"))
+    report["inputs"] = {"input": str(input), "seeds": str(seeds) if seeds else None}
+    atomic_write_json(report_path, report)
+    r = job.result
+    r.output, r.rejected, r.report = output, rejected, report_path
+    return r
+
+
+__all__ = [
+    "DedupeConfig",
+    "DedupeResult",
+    "LshParams",
+    "UnionFind",
+    "band_keys",
+    "candidate_pairs",
+    "dedupe_file",
+    "dedupe_run",
+    "example_text",
+    "jaccard",
+    "lsh_params",
+    "normalise",
+    "recall_params",
+    "shingle_hash32",
+    "shingle_hash64",
+    "shingle_sets",
+    "shingles",
+    "signatures",
+]
