@@ -469,3 +469,68 @@ def test_cli_missing_inputs_say_which_command_to_run(make_run):
     assert "no trained student in this run; run `distill train` first" in r.output
     r = CliRunner().invoke(cli, ["eval", "--run", str(run.path), "--student", "fake:x"])
     assert r.exit_code == 2 and "pass --base MODEL" in r.output
+
+
+# -- the report in a real browser ---------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
+def test_report_renders_with_charts_in_headless_chromium(eval_run, tmp_path):
+    import subprocess
+
+    Image = pytest.importorskip("PIL.Image", reason="Pillow reads the screenshot")
+    ev.evaluate(
+        eval_run,
+        judge="fake:judge",
+        backends=fakes(),
+        embedder=fake_embed,
+        probe_path=eval_run.probe,
+    )
+    page = eval_run.path / "eval" / "fake-student" / "report.html"
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,1000",
+            f"--screenshot={shot}",
+            page.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1280, 1000)
+
+    pixels = np.asarray(img).astype(int)
+
+    def count(rgb, box):
+        x0, y0, x1, y1 = box
+        return int((np.abs(pixels[y0:y1, x0:x1] - np.array(rgb)) <= 6).all(axis=-1).sum())
+
+    charts = (0, 200, 1280, 800)  # below the title and verdict
+    top = (0, 0, 1280, 200)
+    # student bars (green), base bars (grey), reference bars (amber) and the judge's
+    # base-better segment (red) are drawn as solid areas, not just present in the markup
+    assert count((0x2F, 0x7D, 0x4F), charts) > 5000
+    assert count((0x8A, 0x8F, 0x98), charts) > 1000
+    assert count((0xC9, 0x8A, 0x2B), charts) > 2000
+    assert count((0xB5, 0x48, 0x3B), charts) > 1000
+    # the page is not blank above the charts either: the verdict box is drawn
+    assert count((0xEE, 0xF6, 0xF0), top) > 10000

@@ -67,26 +67,29 @@ def print_summary(report: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("student")
     table.add_column("base")
-    table.add_column("difference")
+    table.add_column("student - base")
 
-    def row(name: str, section: dict[str, Any], percent: bool = True, key: str = "diff") -> None:
+    def row(name: str, section: dict[str, Any], percent: bool = True) -> None:
         if "skipped" in section:
             table.add_row(name, Text(section["skipped"], style="dim"), "", "")
             return
-        diff = section.get(key)
+        diff = section.get("diff")
+        if "drop" in section:  # the probe stores base - student; show student - base
+            d = section["drop"]
+            diff = d if d["mean"] is None else {"mean": -d["mean"], "lo": -d["hi"], "hi": -d["lo"]}
         table.add_row(
             name,
             estimate_text(section["student"], percent),
             estimate_text(section["base"], percent) if "base" in section else "",
-            estimate_text(diff, percent) if diff else "",
+            estimate_text(diff, percent, diff=True) if diff else "",
         )
 
-    row("style pass rate (student - base)", m["style"])
+    row("style pass rate", m["style"])
     row("chrF to reference", m["chrf"], percent=False)
     row("similarity to reference", m["similarity"], percent=False)
     row("judge prefers student", m["win_rate"])
     row("copies training text", m["copying"])
-    row("probe, general skills (drop: base - student)", m["probe"], key="drop")
+    row("general-skills probe", m["probe"])
     lg = m["loss"]
     if "skipped" in lg:
         table.add_row("loss gap (eval - train)", Text(lg["skipped"], style="dim"), "", "")

@@ -58,7 +58,7 @@ def bar_chart(
     height: int = 220,
 ) -> str:
     """Vertical bars with 95% interval whiskers; a missing value is drawn as 'n/a'."""
-    pad_l, pad_r, pad_t, pad_b = 36, 10, 28, 36
+    pad_l, pad_r, pad_t, pad_b = 36, 10, 40, 36
     plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -137,7 +137,7 @@ def judge_chart(win: dict[str, Any], width: int = 300, height: int = 220) -> str
     for i, (color, label) in enumerate(
         ((WIN, "student better"), (TIE, "tie"), (LOSS, "base better"))
     ):
-        lx = x0 + i * 95
+        lx = x0 + i * 100
         parts.append(
             f'<rect x="{lx}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>'
             f'<text x="{lx + 14}" y="{legend_y}" font-size="11">{esc(label)}</text>'
@@ -225,7 +225,14 @@ def _summary(report: dict[str, Any]) -> str:
         if "skipped" in section:
             rows.append((name, f'<span class="skip">{esc(section["skipped"])}</span>', "", ""))
             return
-        diff = section.get("diff") or section.get("drop")
+        diff = section.get("diff")
+        if section.get("drop"):  # the probe keeps base - student; show student - base
+            d = section["drop"]
+            diff = (
+                d
+                if d["mean"] is None
+                else {**d, "mean": -d["mean"], "lo": -d["hi"], "hi": -d["lo"]}
+            )
         rows.append(
             (
                 name,
@@ -259,7 +266,7 @@ def _summary(report: dict[str, Any]) -> str:
     )
     return (
         "<table><tr><th>metric</th><th>student</th><th>base</th>"
-        "<th>student - base (probe: drop)</th></tr>" + body + "</table>"
+        "<th>student - base</th></tr>" + body + "</table>"
     )
 
 

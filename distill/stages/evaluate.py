@@ -729,7 +729,7 @@ def _copying(run: Run, results: list[dict[str, Any]]) -> dict[str, Any]:
 def _loss(run: Run, plan: Plan) -> dict[str, Any]:
     logs = sorted((run.path / "train").glob("*/log.jsonl"))
     if not logs:
-        return {"skipped": "no train/*/log.jsonl in the run (hosted fine-tunes keep no loss log)"}
+        return {"skipped": "no train/*/log.jsonl (hosted fine-tunes keep none)"}
     chosen = None
     ref = parse_model(plan.student)
     if ref.provider == "local":
@@ -829,11 +829,15 @@ def verdict_line(report: dict[str, Any]) -> str:
     return "; ".join(parts) or "no metric could be computed; see report.json"
 
 
-def estimate_text(e: dict[str, Any] | Estimate, percent: bool = True) -> str:
-    """`78% (CI 70..85%)` or `61.3 (CI 58.0..64.1)` for the terminal and the report."""
+def estimate_text(e: dict[str, Any] | Estimate, percent: bool = True, diff: bool = False) -> str:
+    """`78% (CI 70..85%)`, `+66 pts (CI +50..+80)` or `61.3 (CI 58.0..64.1)` for the
+    terminal and the report."""
     d = e.to_dict() if isinstance(e, Estimate) else e
     if d.get("mean") is None:
         return "n/a"
+    if percent and diff:
+        return f"{100 * d['mean']:+.0f} pts (CI {100 * d['lo']:+.0f}..{100 * d['hi']:+.0f})"
     if percent:
         return f"{100 * d['mean']:.0f}% (CI {100 * d['lo']:.0f}..{100 * d['hi']:.0f}%)"
-    return f"{d['mean']:.3g} (CI {d['lo']:.3g}..{d['hi']:.3g})"
+    sign = "+" if diff else ""
+    return f"{d['mean']:{sign}.3g} (CI {d['lo']:{sign}.3g}..{d['hi']:{sign}.3g})"
