@@ -155,7 +155,7 @@ class ReviewScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("#", "status", "flags", "topic")
+        self.columns = table.add_columns("#", "status", "flags", "topic")
         first = self.session.first_unreviewed()
         self.refresh_rows(select=self.session.examples[first].id if first is not None else None)
         table.focus()
@@ -226,7 +226,28 @@ class ReviewScreen(Screen[None]):
         if ex_id is None:
             return
         self.session.decide(ex_id, decision, reason=reason)
-        self.refresh_rows(after=ex_id)
+        self.row_decided(ex_id)
+
+    def row_decided(self, ex_id: str) -> None:
+        """Update one row after a decision (cheaper than rebuilding the list) and move on."""
+        s, table = self.session, self.query_one(DataTable)
+        if ex_id not in self.shown:
+            self.refresh_rows(after=ex_id)
+            return
+        row = self.shown.index(ex_id)
+        if s.matches(ex_id, self.filter_name, self.search_text):
+            status = s.status(ex_id)
+            table.update_cell(ex_id, self.columns[1], Text(status, style=STATUS_STYLE[status]))
+            table.update_cell(
+                ex_id, self.columns[2], Text(",".join(s.flag_kinds(ex_id)), style="yellow")
+            )
+            row += 1
+        else:
+            self.shown.remove(ex_id)
+            table.remove_row(ex_id)
+        if self.shown:
+            table.move_cursor(row=min(row, len(self.shown) - 1))
+        self.show_current()
 
     def action_accept(self) -> None:
         self._decide("accept")
@@ -250,7 +271,7 @@ class ReviewScreen(Screen[None]):
 
         def done(saved: bool | None) -> None:
             if saved:
-                self.refresh_rows(after=ex_id)
+                self.row_decided(ex_id)
 
         self.app.push_screen(EditScreen(self.session, ex_id), done)
 
@@ -278,7 +299,7 @@ class ReviewScreen(Screen[None]):
         except EditRefused as e:
             self.notify(f"edit refused: {e}", severity="error", timeout=10)
             return
-        self.refresh_rows(after=ex_id)
+        self.row_decided(ex_id)
 
     def _move(self, step: int) -> None:
         if self.shown:

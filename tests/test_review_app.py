@@ -263,3 +263,52 @@ def test_shift_e_edits_in_the_users_editor(run, tmp_path, monkeypatch):
     rows = decisions(run)
     assert [(r["id"], r["decision"]) for r in rows] == [(RECORDS[0]["id"], "edit")]
     assert "ships on Monday" in rows[0]["messages"][-1]["content"]
+
+
+def test_a_real_terminal_session_killed_mid_review_keeps_every_decision(run):
+    """`distill review` in a pseudo-terminal: accept, reject with a reason, then SIGKILL."""
+    pty = pytest.importorskip("pty")
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    cmd = [sys.executable, "-m", "distill", "review", "--run", str(run.path)]
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+
+    def wait_for(check, what: str, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        seen = b""
+        while time.monotonic() < end:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+            if check(seen):
+                return
+        proc.kill()
+        raise AssertionError(f"timed out waiting for {what}: {seen[-500:]!r}")
+
+    try:
+        wait_for(lambda out: b"reviewed" in out, "the counter")
+        os.write(master, b"a")
+        wait_for(lambda _: len(decisions(run)) == 1, "the accept")
+        os.write(master, b"r")
+        wait_for(lambda out: b"Reason" in out, "the reason prompt")
+        os.write(master, b"dull\r")
+        wait_for(lambda _: len(decisions(run)) == 2, "the reject")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        os.close(master)
+    assert [(r["id"], r["decision"], r["reason"]) for r in decisions(run)] == [
+        (RECORDS[0]["id"], "accept", None),
+        (RECORDS[1]["id"], "reject", "dull"),
+    ]
+    assert open_session(run).first_unreviewed() == 2
