@@ -26,7 +26,9 @@ PRINT_PER_CODE = 50  # text output shows this many lines per code; --format json
     show_default=True,
     help="Model to fine-tune: sets the per-example token limit and the training price.",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def validate(ctx: click.Context, file: Path, style_path: Path | None, model: str, fmt: str) -> None:
     """Check FILE against OpenAI's chat fine-tuning format; count tokens and estimate the cost.
 
@@ -68,7 +70,10 @@ def _print_text(report) -> None:  # noqa: ANN001 - ValidationReport, imported la
     table.add_column()
     table.add_row("examples", f"{s['examples']:,} valid of {s['lines']:,} lines")
     roles = ", ".join(f"{r} {n:,}" for r, n in s["roles"].items() if n)
-    table.add_row("messages", f"{msgs['min']}-{msgs['max']} per example, mean {msgs['mean']}; {roles}")
+    if s["examples"]:
+        table.add_row(
+            "messages", f"{msgs['min']}-{msgs['max']} per example, mean {msgs['mean']}; {roles}"
+        )
     if tok["total"]:
         table.add_row(
             "tokens / example",

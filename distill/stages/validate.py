@@ -362,99 +362,6 @@ class _Collector:
             (self.errors if CODES[code][0] == "error" else self.warnings).append(p)
 
 
-class _Tokens:
-    """Exact o200k token counts per example, batched through quicktok, kept as histograms."""
-
-    def __init__(self, limit: int, collector: _Collector) -> None:
-        import quicktok
-
-        self.quicktok = quicktok
-        self.enc = quicktok.get_encoding("o200k_base")
-        self.limit = limit
-        self.collector = collector
-        self.role_tokens = {r: self.enc.count(r) for r in ROLES}
-        self.cached: dict[str, int] = {}  # repeated system prompts, counted once
-        self.texts: list[str] = []
-        self.ends: list[int] = []  # len(texts) after each pending example
-        self.fixed: list[int] = []  # per pending example: overhead + cached counts
-        self.lines: list[int] = []
-        self.token_hist: dict[int, int] = {}
-        self.billed = 0
-        self.over = 0
-
-    def add(self, line: int, obj: dict[str, Any]) -> None:
-        texts = self.texts
-        fixed = REPLY_PRIMING
-        role_tokens = self.role_tokens
-        for m in obj["messages"]:
-            role = m["role"]
-            fixed += TOKENS_PER_MESSAGE + role_tokens[role]
-            c = m.get("content")
-            if c:
-                if role == "system":
-                    n = self.cached.get(c)
-                    if n is None:
-                        n = self._count_one(c)
-                        if len(self.cached) < 1024:
-                            self.cached[c] = n
-                    fixed += n
-                else:
-                    texts.append(c)
-            if len(m) > 2:
-                name = m.get("name")
-                if name:
-                    texts.append(name)
-                    fixed += TOKENS_PER_NAME
-                for key in ("tool_calls", "function_call"):
-                    if m.get(key):
-                        texts.append(json.dumps(m[key], ensure_ascii=False))
-        for key in ("tools", "functions"):
-            if obj.get(key):
-                texts.append(json.dumps(obj[key], ensure_ascii=False))
-        self.ends.append(len(texts))
-        self.fixed.append(fixed)
-        self.lines.append(line)
-        if len(self.lines) >= TOKEN_BATCH:
-            self.flush()
-
-    def _count_one(self, text: str) -> int:
-        try:
-            return int(self.enc.count(text))
-        except Exception:  # a string the tokenizer cannot take; never reached for checked lines
-            return int(self.enc.count(text.encode("utf-8", "replace").decode("utf-8")))
-
-    def flush(self) -> None:
-        if not self.lines:
-            return
-        import numpy as np
-
-        try:
-            counts = np.asarray(self.quicktok.count_batch(self.enc, self.texts), dtype=np.int64)
-        except Exception:
-            counts = np.array([self._count_one(t) for t in self.texts], dtype=np.int64)
-        cum = np.concatenate(([0], np.cumsum(counts)))
-        ends = np.asarray(self.ends, dtype=np.int64)
-        starts = np.concatenate(([0], ends[:-1]))
-        per_example = cum[ends] - cum[starts] + np.asarray(self.fixed, dtype=np.int64)
-        values, freq = np.unique(per_example, return_counts=True)
-        hist = self.token_hist
-        for v, f in zip(values.tolist(), freq.tolist(), strict=True):
-            hist[v] = hist.get(v, 0) + f
-        self.billed += int(np.minimum(per_example, self.limit).sum())
-        for idx in np.nonzero(per_example > self.limit)[0].tolist():
-            self.over += 1
-            self.collector.add(
-                self.lines[idx],
-                "too-many-tokens",
-                f"{int(per_example[idx]):,} tokens; the model trains on at most {self.limit:,} "
-                "per example, the rest is cut off",
-            )
-        self.texts.clear()
-        self.ends.clear()
-        self.fixed.clear()
-        self.lines.clear()
-
-
 class _SystemPrompts:
     """Which system prompt each example uses, to flag missing and inconsistent ones at the end."""
 
@@ -513,6 +420,186 @@ class _SystemPrompts:
                         f"system prompt {shown!r} differs from the most common one "
                         f"(line {first}, {n} of {self.with_prompt} examples)",
                     )
+
+
+class _Tally:
+    """Statistics of the valid examples: exact o200k token counts (batched through quicktok on a
+    background thread), roles, messages and replies per example, system prompts. All kept as
+    counters and histograms, so memory does not grow with the file."""
+
+    def __init__(self, limit: int, collector: _Collector, systems: _SystemPrompts) -> None:
+        import quicktok
+
+        self.quicktok = quicktok
+        self.enc = quicktok.get_encoding("o200k_base")
+        self.limit = limit
+        self.collector = collector
+        self.systems = systems
+        # per-message overhead plus the role's own tokens
+        self.role_tokens = {r: TOKENS_PER_MESSAGE + self.enc.count(r) for r in sorted(ROLES)}
+        self.roles: dict[str, int] = dict.fromkeys(self.role_tokens, 0)
+        self.msg_hist: dict[int, int] = {}
+        self.reply_hist: dict[int, int] = {}
+        self.cached: dict[str, int] = {}  # repeated system prompts, counted once
+        self.texts: list[str] = []
+        self.ends: list[int] = []  # len(texts) after each pending example
+        self.fixed: list[int] = []  # per pending example: overhead + cached counts
+        self.lines: list[int] = []
+        self.token_hist: dict[int, int] = {}
+        self.billed = 0
+        self.over = 0
+        self._pool: Any = None
+        self._pending: Any = None
+
+    def add_simple(self, line: int, obj: Any) -> bool:
+        """Tally `obj` if it is a valid example of the common shape ({"messages": [...]} with
+        only role and content per message); False, with nothing tallied, for anything else."""
+        if type(obj) is not dict or len(obj) != 1:
+            return False
+        msgs = obj.get("messages")
+        if type(msgs) is not list or not msgs:
+            return False
+        texts = self.texts
+        start = len(texts)
+        append = texts.append
+        role_tokens = self.role_tokens
+        roles = self.roles
+        fixed = REPLY_PRIMING
+        replies = 0
+        done = 0
+        for m in msgs:
+            if type(m) is not dict or len(m) != 2:
+                break
+            role = m.get("role")
+            content = m.get("content")
+            if type(role) is not str or type(content) is not str or not content:
+                break
+            rt = role_tokens.get(role)
+            if rt is None:
+                break
+            fixed += rt
+            roles[role] += 1
+            done += 1
+            if role == "system":
+                n = self.cached.get(content)
+                if n is None:
+                    n = self._count_one(content)
+                    if len(self.cached) < 1024:
+                        self.cached[content] = n
+                fixed += n
+            else:
+                if role == "assistant":
+                    replies += 1
+                append(content)
+        if done != len(msgs) or not replies:
+            del texts[start:]
+            for m in msgs[:done]:
+                roles[m["role"]] -= 1
+            return False
+        self._commit(line, msgs, fixed, replies)
+        return True
+
+    def add(self, line: int, obj: dict[str, Any]) -> None:
+        """Tally an example that passed `_check` (any shape OpenAI accepts)."""
+        texts = self.texts
+        fixed = REPLY_PRIMING
+        replies = 0
+        msgs = obj["messages"]
+        for m in msgs:
+            role = m["role"]
+            fixed += self.role_tokens[role]
+            self.roles[role] += 1
+            replies += role == "assistant"
+            c = m.get("content")
+            if c:
+                if role == "system":
+                    fixed += self._count_one(c)
+                else:
+                    texts.append(c)
+            name = m.get("name")
+            if name:
+                texts.append(name)
+                fixed += TOKENS_PER_NAME
+            for key in ("tool_calls", "function_call"):
+                if m.get(key):
+                    texts.append(json.dumps(m[key], ensure_ascii=False))
+        for key in ("tools", "functions"):
+            if obj.get(key):
+                texts.append(json.dumps(obj[key], ensure_ascii=False))
+        self._commit(line, msgs, fixed, replies)
+
+    def _commit(self, line: int, msgs: list[Any], fixed: int, replies: int) -> None:
+        self.ends.append(len(self.texts))
+        self.fixed.append(fixed)
+        self.lines.append(line)
+        n = len(msgs)
+        self.msg_hist[n] = self.msg_hist.get(n, 0) + 1
+        self.reply_hist[replies] = self.reply_hist.get(replies, 0) + 1
+        self.systems.add(line, msgs)
+        if len(self.lines) >= TOKEN_BATCH:
+            self.flush()
+
+    def _count_one(self, text: str) -> int:
+        try:
+            return int(self.enc.count(text))
+        except Exception:  # a string the tokenizer cannot take; never reached for checked lines
+            return int(self.enc.count(text.encode("utf-8", "replace").decode("utf-8")))
+
+    def _count_batch(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        try:
+            return np.asarray(self.quicktok.count_batch(self.enc, texts), dtype=np.int64)
+        except Exception:
+            return np.array([self._count_one(t) for t in texts], dtype=np.int64)
+
+    def flush(self, final: bool = False) -> None:
+        """Send the pending batch to the tokenizer thread; fold in the batch sent before it."""
+        if self._pending is not None:
+            self._fold(*self._pending)
+            self._pending = None
+        if self.lines:
+            batch = (self.texts, self.ends, self.fixed, self.lines)
+            self.texts, self.ends, self.fixed, self.lines = [], [], [], []
+            if final:
+                self._fold(self._count_batch(batch[0]), *batch[1:])
+            else:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="distill-tokens")
+                self._pending = (self._pool.submit(self._count_batch, batch[0]), *batch[1:])
+        if final and self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _fold(self, counts: Any, ends_: list[int], fixed: list[int], lines: list[int]) -> None:
+        import numpy as np
+
+        if not isinstance(counts, np.ndarray):
+            counts = counts.result()
+        cum = np.concatenate(([0], np.cumsum(counts)))
+        ends = np.asarray(ends_, dtype=np.int64)
+        starts = np.concatenate(([0], ends[:-1]))
+        per_example = cum[ends] - cum[starts] + np.asarray(fixed, dtype=np.int64)
+        values, freq = np.unique(per_example, return_counts=True)
+        hist = self.token_hist
+        for v, f in zip(values.tolist(), freq.tolist(), strict=True):
+            hist[v] = hist.get(v, 0) + f
+        self.billed += int(np.minimum(per_example, self.limit).sum())
+        for idx in np.nonzero(per_example > self.limit)[0].tolist():
+            self.over += 1
+            self.collector.add(
+                lines[idx],
+                "too-many-tokens",
+                f"{int(per_example[idx]):,} tokens; the model trains on at most {self.limit:,} "
+                "per example, the rest is cut off",
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
 
 def _duplicates(hashes: array, lines: array, collector: _Collector) -> int:
@@ -634,149 +721,15 @@ def validate_stream(
     """The same as validate_file on an open binary stream (a file, BytesIO, a pipe)."""
     resolved, limit, price = _model_facts(model)
     col = _Collector(max_per_code)
-    add = col.add
-    tokens = _Tokens(limit, col)
     systems = _SystemPrompts()
-    hashes = array("q")
-    hash_lines = array("q")
-    role_counts: dict[str, int] = dict.fromkeys(sorted(ROLES), 0)
-    msg_hist: dict[int, int] = {}
-    reply_hist: dict[int, int] = {}
-    loads = json.loads
-    check = _check
-    readline = f.readline
-    lineno = 0
-    n_examples = 0
-    invalid_lines = 0
-    blank = 0
-    crlf = 0
-    first_crlf = 0
-    looks_like_array = False
-
-    while True:
-        raw = readline(max_line_bytes)
-        if not raw:
-            break
-        lineno += 1
-        if len(raw) >= max_line_bytes and raw[-1:] != b"\n":
-            size = len(raw)
-            while True:  # skip to the end of this line without holding it
-                chunk = readline(max_line_bytes)
-                size += len(chunk)
-                if not chunk or chunk[-1:] == b"\n":
-                    break
-            add(
-                lineno,
-                "line-too-long",
-                f"{size:,} bytes, over the {max_line_bytes:,}-byte limit; skipped "
-                "(no example this long fits a training context)",
-            )
-            invalid_lines += 1
-            continue
-        if lineno == 1 and raw.startswith(BOM):
-            add(
-                1,
-                "bom",
-                "the file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM",
-            )
-            raw = raw[3:]
-        if raw.endswith(b"\r\n"):
-            crlf += 1
-            if crlf == 1:
-                first_crlf = lineno
-        body = raw.strip(b" \t\r\n")
-        if not body:
-            blank += 1
-            add(lineno, "blank-line", "empty line; remove it")
-            continue
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as e:
-            bad = body[e.start : e.start + 1].hex()
-            add(
-                lineno,
-                "invalid-utf8",
-                f"byte {e.start + 1} (0x{bad}) is not UTF-8; re-save the file as UTF-8",
-            )
-            invalid_lines += 1
-            continue
-        try:
-            obj = loads(text, parse_constant=_reject_constant)
-        except RecursionError:
-            add(
-                lineno,
-                "too-deep",
-                "JSON nested too deeply to parse; an example is a flat list of messages",
-            )
-            invalid_lines += 1
-            continue
-        except ValueError as e:
-            invalid_lines += 1
-            msg = getattr(e, "msg", str(e))
-            col_no = getattr(e, "colno", None)
-            where = f" at column {col_no}" if col_no is not None else ""
-            if lineno == 1 and text[:1] == "[":
-                looks_like_array = True
-            if raw[-1:] != b"\n":  # no newline and under the limit: the last line
-                add(
-                    lineno,
-                    "truncated-line",
-                    f"last line has no newline and is not valid JSON ({msg}{where}); the file looks cut off",
-                )
-            elif looks_like_array and lineno == 1:
-                add(
-                    lineno,
-                    "invalid-json",
-                    f"{msg}{where}; the file looks like a pretty-printed JSON array, not JSONL (one example per line)",
-                )
-            else:
-                add(lineno, "invalid-json", f"{msg}{where}")
-            continue
-        found = check(obj)
-        if (b"\\ud" in body or b"\\uD" in body) and _has_surrogate(obj):
-            found.append(("invalid-unicode", _SURROGATE_MSG))
-        if found:
-            fatal = False
-            for code, msg in found:
-                add(lineno, code, msg)
-                fatal = fatal or CODES[code][0] == "error"
-            if fatal:
-                invalid_lines += 1
-                continue
-        # a valid example
-        n_examples += 1
-        hashes.append(hash(body))
-        hash_lines.append(lineno)
-        messages = obj["messages"]
-        tokens.add(lineno, obj)
-        systems.add(lineno, messages)
-        n_msg = len(messages)
-        msg_hist[n_msg] = msg_hist.get(n_msg, 0) + 1
-        replies = 0
-        for m in messages:
-            role = m["role"]
-            role_counts[role] += 1
-            if role == "assistant":
-                replies += 1
-        reply_hist[replies] = reply_hist.get(replies, 0) + 1
-        if style is not None:
-            if messages[0]["role"] != "system":
-                add(
-                    lineno,
-                    "style",
-                    "no system prompt; the style spec's is " + repr(style.system_prompt),
-                )
-            for i, problem in style.check_messages(messages):
-                add(lineno, "style", f"messages[{i}] ({messages[i]['role']}): {problem}")
-
-    tokens.flush()
-    if crlf:
-        col.add(
-            first_crlf,
-            "crlf",
-            f"{crlf:,} line(s) end with CRLF (Windows line endings), first here; "
-            "OpenAI accepts them but LF is safer",
+    tally = _Tally(limit, col, systems)
+    try:
+        lines, n_examples, invalid, blank, hashes, hash_lines = _scan(
+            f, col, tally, style, max_line_bytes
         )
+        tally.flush(final=True)
+    finally:
+        tally.close()
     n_dups = _duplicates(hashes, hash_lines, col)
     del hashes, hash_lines
     systems.report(col, n_examples)
@@ -784,26 +737,26 @@ def validate_stream(
         col.add(
             None,
             "too-few-examples",
-            f"{n_examples} valid example(s); OpenAI needs at least {MIN_EXAMPLES} (50 to 100 is a good start)",
+            f"{n_examples} valid example(s); OpenAI needs at least {MIN_EXAMPLES} "
+            "(50 to 100 is a good start)",
         )
-
     epochs = default_epochs(n_examples)
-    billed = tokens.billed * epochs
+    billed = tally.billed * epochs
     stats: dict[str, Any] = {
-        "lines": lineno,
+        "lines": lines,
         "examples": n_examples,
-        "invalid_lines": invalid_lines,
+        "invalid_lines": invalid,
         "blank_lines": blank,
         "duplicates": n_dups,
-        "roles": role_counts,
-        "messages_per_example": _summarise(msg_hist),
-        "replies_per_example": _summarise(reply_hist),
-        "tokens_per_example": _summarise(tokens.token_hist),
-        "over_token_limit": tokens.over,
+        "roles": tally.roles,
+        "messages_per_example": _summarise(tally.msg_hist),
+        "replies_per_example": _summarise(tally.reply_hist),
+        "tokens_per_example": _summarise(tally.token_hist),
+        "over_token_limit": tally.over,
         "model": resolved,
         "token_limit": limit,
         "epochs": epochs,
-        "billed_tokens_per_epoch": tokens.billed,
+        "billed_tokens_per_epoch": tally.billed,
         "billed_tokens": billed,
         "train_usd_per_1m": price,
         "estimated_cost_usd": round(billed * price / 1_000_000, 4) if price is not None else None,
@@ -818,6 +771,168 @@ def validate_stream(
         counts=col.counts,
         stats=stats,
     )
+
+
+def _scan(
+    f: IO[bytes], col: _Collector, tally: _Tally, style: StyleSpec | None, max_line_bytes: int
+) -> tuple[int, int, int, int, array, array]:
+    """The per-line loop: (lines, valid examples, invalid lines, blank lines, hashes, lines)."""
+    add = col.add
+    hashes = array("q")
+    hash_lines = array("q")
+    push_hash = hashes.append
+    push_line = hash_lines.append
+    fast_parse = _fast_parser()
+    add_simple = tally.add_simple
+    readline = f.readline
+    lineno = n_examples = invalid = blank = crlf = first_crlf = 0
+
+    while True:
+        raw = readline(max_line_bytes)
+        if not raw:
+            break
+        lineno += 1
+        if raw[-1:] != b"\n" and len(raw) >= max_line_bytes:
+            size = len(raw)
+            while True:  # skip to the end of this line without holding it
+                chunk = readline(max_line_bytes)
+                size += len(chunk)
+                if not chunk or chunk[-1:] == b"\n":
+                    break
+            add(
+                lineno,
+                "line-too-long",
+                f"{size:,} bytes, over the {max_line_bytes:,}-byte limit; skipped "
+                "(no example this long fits a training context)",
+            )
+            invalid += 1
+            continue
+        if lineno == 1 and raw.startswith(BOM):
+            add(
+                1,
+                "bom",
+                "the file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM",
+            )
+            raw = raw[3:]
+        if raw[-2:] == b"\r\n":
+            crlf += 1
+            if crlf == 1:
+                first_crlf = lineno
+        body = raw.strip(b" \t\r\n")
+        if not body:
+            blank += 1
+            add(lineno, "blank-line", "empty line; remove it")
+            continue
+
+        obj: Any = fast_parse(body) if fast_parse is not None else _FAILED
+        if obj is _FAILED:
+            obj = _parse(body, lineno, raw, add)
+            if obj is _FAILED:
+                invalid += 1
+                continue
+        if (b"\\ud" in body or b"\\uD" in body) and _has_surrogate(obj):
+            add(lineno, "invalid-unicode", _SURROGATE_MSG)
+            invalid += 1
+            continue
+        if not add_simple(lineno, obj):
+            found = _check(obj)
+            fatal = False
+            for code, msg in found:
+                add(lineno, code, msg)
+                fatal = fatal or CODES[code][0] == "error"
+            if fatal:
+                invalid += 1
+                continue
+            tally.add(lineno, obj)
+        n_examples += 1
+        push_hash(hash(body))
+        push_line(lineno)
+        if style is not None:
+            messages = obj["messages"]
+            if messages[0]["role"] != "system":
+                add(
+                    lineno,
+                    "style",
+                    "no system prompt; the style spec's is " + repr(style.system_prompt),
+                )
+            for i, problem in style.check_messages(messages):
+                add(lineno, "style", f"messages[{i}] ({messages[i]['role']}): {problem}")
+
+    if crlf:
+        add(
+            first_crlf,
+            "crlf",
+            f"{crlf:,} line(s) end with CRLF (Windows line endings), first here; "
+            "OpenAI accepts them but LF is safer",
+        )
+    return lineno, n_examples, invalid, blank, hashes, hash_lines
+
+
+_FAILED = object()
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _fast_parser() -> Any:
+    """jiter (Rust, shipped with the openai package) parses a line ~25% faster than the stdlib.
+    Any line it refuses goes through `_parse`, so messages and edge cases are the stdlib's."""
+    try:
+        import jiter
+    except ImportError:  # pragma: no cover - openai depends on jiter
+        return None
+    from_json = jiter.from_json
+
+    def parse(body: bytes) -> Any:
+        try:
+            return from_json(body, allow_inf_nan=False)
+        except ValueError:
+            return _FAILED
+
+    return parse
+
+
+def _parse(body: bytes, lineno: int, raw: bytes, add: Any) -> Any:
+    """Strict UTF-8 and stdlib JSON, each failure reported as one problem; _FAILED on failure."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = body[e.start : e.start + 1].hex()
+        add(
+            lineno,
+            "invalid-utf8",
+            f"byte {e.start + 1} (0x{bad}) is not UTF-8; re-save the file as UTF-8",
+        )
+        return _FAILED
+    try:
+        obj, end = _DECODER.raw_decode(text)
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data after the JSON value", text, end)
+        return obj
+    except RecursionError:
+        add(
+            lineno,
+            "too-deep",
+            "JSON nested too deeply to parse; an example is a flat list of messages",
+        )
+    except ValueError as e:
+        msg = getattr(e, "msg", str(e))
+        col_no = getattr(e, "colno", None)
+        where = f" at column {col_no}" if col_no is not None else ""
+        if raw[-1:] != b"\n":  # no newline and under the length limit: the last line
+            add(
+                lineno,
+                "truncated-line",
+                f"last line has no newline and is not valid JSON ({msg}{where}); the file looks cut off",
+            )
+        elif lineno == 1 and text[:1] in "[{":
+            add(
+                lineno,
+                "invalid-json",
+                f"{msg}{where}; if the file is one pretty-printed JSON document, write one "
+                "example per line (JSONL) instead",
+            )
+        else:
+            add(lineno, "invalid-json", f"{msg}{where}")
+    return _FAILED
 
 
 def _order(p: Problem) -> int:
