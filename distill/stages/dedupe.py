@@ -750,6 +750,8 @@ class _Dedupe:
             obj = json.loads(line)
             if _is_chat(obj):
                 rec = _seed_record(obj) if src.is_seed else obj
+            elif isinstance(obj, dict):
+                rec = obj
             else:
                 rec = {"id": self.ids[ordinal], "line": line.rstrip("\n")}
             reject_rows.append((rec, STAGE, reason))
