@@ -290,3 +290,23 @@ def test_edit_in_a_real_external_editor(tmp_path):
         rv.edit_in_editor(msgs, f"{sys.executable} -c 'raise SystemExit(3)'")
     with pytest.raises(rv.EditRefused, match="cannot start"):
         rv.edit_in_editor(msgs, str(tmp_path / "no-such-editor"))
+
+
+def test_near_duplicate_flag_from_a_real_dedupe_run(tmp_path):
+    pytest.importorskip("distill.stages.dedupe")
+    late = "My order GL-48213 is late, where is it? I ordered a monstera last week"
+    reply = (
+        "Sorry about the wait! I've checked GL-48213 and it ships today; tracking is on its way."
+    )
+    a, b = example(late + ".", reply), example(late + "!", reply)
+    other = example(
+        "How often should I water a snake plant?", "Great question! Water it every three weeks."
+    )
+    r = Run.create("dd", outputs=tmp_path / "outputs")
+    atomic_write_jsonl(r.file("generated.jsonl"), [a, b, other])
+    dedupe = CliRunner().invoke(cli, ["dedupe", "--run", str(r.path)])
+    assert dedupe.exit_code == 0, dedupe.output
+    rows = [x.split("\t") for x in invoke(r, "--list").stdout.splitlines()]
+    assert rows == [[a["id"], "unreviewed", "near-dup"], [other["id"], "unreviewed", "-"]]
+    detail = rv.open_session(r).flags[a["id"]][0].detail
+    assert b["id"] in detail and "kept" in detail

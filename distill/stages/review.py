@@ -361,7 +361,7 @@ def length_bounds(word_counts: list[int]) -> tuple[float, float] | None:
 
 
 def near_duplicate_info(run: Run, ids: set[str]) -> dict[str, Flag]:
-    """From dedupe_report.json's clusters ({"kept", "removed"}) and dedupe rows in
+    """From dedupe_report.json's clusters ({"kept", "also_kept", "removed"}) and dedupe rows in
     rejected.jsonl: a flag for each example under review that belongs to a cluster."""
     out: dict[str, Flag] = {}
     report = run.file("dedupe_report.json")
@@ -376,22 +376,21 @@ def near_duplicate_info(run: Run, ids: set[str]) -> dict[str, Flag]:
         if not isinstance(c, dict):
             continue
         kept = c.get("kept")
-        removed = [r for r in c.get("removed", []) or [] if isinstance(r, str)]
-        members = ([kept] if isinstance(kept, str) else []) + removed
-        members += [
-            m for m in c.get("members", []) or [] if isinstance(m, str) and m not in members
-        ]
+        members = [kept] if isinstance(kept, str) else []
+        for key in ("also_kept", "removed", "members"):
+            members += [m for m in c.get(key) or [] if isinstance(m, str) and m not in members]
         if len(members) < 2:
             continue
+        kind = "exact" if c.get("kind") == "exact" else "near"
         for mid in members:
             if mid in ids:
                 others = [x for x in members if x != mid]
                 role = "kept" if mid == kept else "member"
+                listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
                 out[mid] = Flag(
                     "near-dup",
-                    f"cluster {n} ({role}, {len(members)} members; others: {', '.join(others[:5])}"
-                    + (", ..." if len(others) > 5 else "")
-                    + ")",
+                    f"{kind}-duplicate cluster {n}: {len(members)} examples, this one {role}; "
+                    f"others: {listed}",
                 )
     rejected = run.file("rejected.jsonl")
     if rejected.exists():
