@@ -733,6 +733,7 @@ class Api:
         import openai
 
         fresh: list[Any] = []
+        ids: set[str] = set()
         after: str | None = None
         try:
             for _ in range(EVENT_PAGES):
@@ -748,9 +749,13 @@ class Api:
                     if ev.id == last_id:
                         stop = True
                         break
-                    fresh.append(ev)
-                if stop or not data or not getattr(page, "has_more", False) or last_id is None:
+                    if ev.id not in ids:
+                        ids.add(ev.id)
+                        fresh.append(ev)
+                if stop or not data or not getattr(page, "has_more", False):
                     break
+                if data[-1].id == after:
+                    break  # a server that ignores `after`: no progress to make
                 after = data[-1].id
         except openai.APIStatusError as e:
             if e.status_code in (408, 409, 429) or e.status_code >= 500:
