@@ -58,6 +58,11 @@ class OllamaBackend:
             self._loop = loop
         return self._client
 
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        self._client = None
+
     async def _chat_once(self, **kwargs: Any) -> Any:
         import ollama
 

@@ -585,7 +585,8 @@ def generate(
     try:
         manifest = run.manifest
         if manifest.get("axes") and spec.axes.is_empty():
-            axes, source = Axes(**manifest["axes"]), "teacher"
+            saved = {k: v for k, v in manifest["axes"].items() if k != "source"}
+            axes, source = Axes(**saved), "teacher"
         else:
             axes, source = _resolve_axes(spec, seeds, teacher, calls)
         plan = make_plan(axes, opts.n, opts.seed)

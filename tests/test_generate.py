@@ -1,0 +1,461 @@
+"""`distill generate` with a fake teacher: the plan, re-asks, rejections, resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from distill.backends import FakeBackend
+from distill.cli import cli
+from distill.runs import read_jsonl
+from distill.stages.generate import (
+    ConversationTypes,
+    GenerateOptions,
+    Seed,
+    build_messages,
+    generate,
+    make_plan,
+)
+from distill.style import Axes
+
+ROOT = Path(__file__).resolve().parent.parent
+STYLE = ROOT / "seeds" / "greenleaf.style.toml"
+SYSTEM = "You are GreenLeaf Support: warm, brief, solution-first."
+
+SEEDS = [
+    (
+        "My order GL-48213 is three days late.",
+        "So sorry for the wait! I've chased it and you'll have tracking within the hour.",
+    ),
+    (
+        "How often should I water my monstera?",
+        "Great question! Water it when the top few centimetres of soil are dry, about once a week.",
+    ),
+    (
+        "The pot arrived cracked.",
+        "Oh no, sorry about that! I've sent a free replacement pot, it ships tomorrow.",
+    ),
+]
+
+
+@pytest.fixture
+def seeds_file(tmp_path) -> Path:
+    """A seeds file with its style spec next to it (the default --style)."""
+    path = tmp_path / "shop.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": u},
+                    {"role": "assistant", "content": a},
+                ]
+            }
+        )
+        for u, a in SEEDS
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "shop.style.toml").write_text(STYLE.read_text())
+    return path
+
+
+def point_of(messages) -> dict:
+    """The plan point a generate prompt asks for (read back from the prompt text)."""
+    prompt = messages[1]["content"]
+    get = lambda key: re.search(rf"- {key}: (.*)", prompt).group(1).strip()  # noqa: E731
+    turns = int(re.search(r"Exactly (\d+) exchange", prompt).group(1))
+    return {"topic": get("Topic"), "persona": get("The customer"), "turns": turns}
+
+
+def good_answer(messages) -> dict:
+    """A valid conversation for whatever point is asked, unique per prompt."""
+    p = point_of(messages)
+    tag = abs(hash(messages[1]["content"])) % 10_000
+    return {
+        "exchanges": [
+            {
+                "user": f"Hi, question about {p['topic']} from a {p['persona']} ({tag}-{i})",
+                "assistant": f"Happy to help with your {p['topic']} question! I've sorted it; "
+                f"you'll get an email within the hour (ref {tag}-{i}).",
+            }
+            for i in range(p["turns"])
+        ]
+    }
+
+
+def opts(seeds_file: Path, **kw) -> GenerateOptions:
+    base = dict(seeds=seeds_file, n=12, teacher="fake:teacher", concurrency=4)
+    base.update(kw)
+    return GenerateOptions(**base)
+
+
+def run_files(name: str = "shop") -> tuple[list[dict], list[dict], dict]:
+    root = Path("outputs") / name
+    gen = list(read_jsonl(root / "generated.jsonl")) if (root / "generated.jsonl").exists() else []
+    rej = list(read_jsonl(root / "rejected.jsonl")) if (root / "rejected.jsonl").exists() else []
+    return gen, rej, json.loads((root / "manifest.json").read_text())
+
+
+# -- the plan -----------------------------------------------------------------------------
+def test_plan_covers_every_axis_evenly_and_is_deterministic(style):
+    plan = make_plan(style.axes, 140, seed=7)
+    for axis, values in (("topic", style.axes.topics), ("persona", style.axes.personas)):
+        counts = Counter(getattr(p, axis) for p in plan)
+        assert set(counts) == set(values)
+        assert max(counts.values()) - min(counts.values()) <= 1
+    turns = Counter(p.turns for p in plan)  # [1, 1, 2, 3]: weights by repetition
+    assert turns[1] == 70 and turns[2] == 35 and turns[3] == 35
+    assert make_plan(style.axes, 140, seed=7) == plan
+    assert make_plan(style.axes, 140, seed=8) != plan
+    assert make_plan(style.axes, 60, seed=7) == plan[:60]  # growing --n keeps the done points
+
+
+def test_prompt_shows_the_closest_seed_first_and_rotates_the_rest(style):
+    seeds = [Seed([{"user": u, "assistant": a}], f"{u} {a}") for u, a in SEEDS]
+    plan = make_plan(Axes(topics=["water schedule"], personas=["p"], intents=["i"]), 3)
+    msgs, shown = build_messages(style, seeds, plan[0], 2)
+    assert shown[0].exchanges[0]["user"].startswith("How often should I water")
+    assert "water schedule" in msgs[1]["content"]
+    others = {build_messages(style, seeds, p, 2)[1][1].text for p in plan}
+    assert len(others) >= 2  # the second example rotates with the plan index
+
+
+# -- the output type ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "exchanges, problem",
+    [
+        ([{"user": "hi", "assistant": "Sorry! I've refunded it."}] * 2, "at most 1"),
+        (
+            [{"user": "Where?", "assistant": "**Sorry!** I've refunded it, check your email."}],
+            "no-markdown",
+        ),
+        ([{"user": "Where?", "assistant": "Sorry, where is my order? I will wait."}], "role-swap"),
+        (
+            [
+                {
+                    "user": "How can I help you today?",
+                    "assistant": "Thanks! I'll order one, please send it.",
+                }
+            ],
+            "role-swap",
+        ),
+        ([{"user": "Where?", "assistant": "The parcel is at the depot."}], "warm-opening"),
+    ],
+)
+def test_conversation_type_carries_the_style_rules(style, exchanges, problem):
+    from pydantic import ValidationError
+
+    model = ConversationTypes(style).get(1)
+    with pytest.raises(ValidationError, match=problem):
+        model.model_validate({"exchanges": exchanges})
+
+
+def test_topic_check_rejects_a_chat_about_something_else(style):
+    from pydantic import ValidationError
+
+    model = ConversationTypes(style, topic_check=True).get(1, "watering advice")
+    ok = {
+        "user": "How much water?",
+        "assistant": "Great question! Water it weekly, just check the soil first.",
+    }
+    model.model_validate({"exchanges": [ok]})
+    off = {"user": "Where is the parcel?", "assistant": "Sorry! I've chased the courier for you."}
+    with pytest.raises(ValidationError, match="off-topic"):
+        model.model_validate({"exchanges": [off]})
+
+
+# -- generation ---------------------------------------------------------------------------
+def test_generates_n_examples_with_system_prompt_and_plan_meta(seeds_file):
+    teacher = FakeBackend(default=good_answer)
+    result = generate(opts(seeds_file), backend=teacher)
+    gen, rej, manifest = run_files()
+    assert len(gen) == 12 and not rej
+    assert result.progress.generated == 12
+    for rec in gen:
+        assert rec["messages"][0] == {"role": "system", "content": SYSTEM}
+        assert len(rec["messages"]) == 1 + 2 * rec["meta"]["turns"]
+        assert {"topic", "persona", "intent", "turns", "plan_index"} <= set(rec["meta"])
+    assert sorted(r["meta"]["plan_index"] for r in gen) == list(range(12))
+    assert len({r["id"] for r in gen}) == 12
+    # what other stages rely on
+    assert manifest["inputs"]["seeds"]["path"] == str(seeds_file.resolve())
+    assert manifest["inputs"]["style"]["path"].endswith("shop.style.toml")
+    assert set(manifest["inputs"]["prompts"]) >= {"generate", "reask", "teacher_system"}
+    assert manifest["stages"]["generate"]["status"] == "done"
+    assert manifest["stages"]["generate"]["counts"]["generated"] == 12
+    assert len(manifest["plan"]) == 12 and manifest["config"]["teacher"] == "fake:fake"
+    assert (Path("outputs") / "shop" / "calls.sqlite").exists()
+
+
+def test_a_reply_that_breaks_the_voice_is_reasked_with_the_reason(seeds_file):
+    bad = {
+        "exchanges": [{"user": "Where is it?", "assistant": "It is at the depot. **Tomorrow.**"}]
+    }
+    calls = {"n": 0}
+
+    def answer(messages):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return {"exchanges": bad["exchanges"] * point_of(messages)["turns"]}
+        return good_answer(messages)
+
+    teacher = FakeBackend(default=answer)
+    generate(opts(seeds_file, n=1, concurrency=1), backend=teacher)
+    gen, rej, _ = run_files()
+    assert len(gen) == 1 and not rej
+    assert gen[0]["meta"]["attempts"] == 2
+    reask = teacher.requests[1]
+    assert reask[-2]["role"] == "assistant" and "**Tomorrow.**" in reask[-2]["content"]
+    assert "rejected" in reask[-1]["content"] and "warm-opening" in reask[-1]["content"]
+
+
+def test_what_still_fails_after_the_reasks_goes_to_rejected_with_the_message(seeds_file):
+    bad = {
+        "exchanges": [{"user": "Where is it?", "assistant": "It is at the depot. **Tomorrow.**"}]
+    }
+    teacher = FakeBackend(default=lambda m: {"exchanges": bad["exchanges"] * point_of(m)["turns"]})
+    generate(opts(seeds_file, n=4, max_reasks=1), backend=teacher)
+    gen, rej, manifest = run_files()
+    assert not gen and len(rej) == 4
+    assert len(teacher.requests) == 8  # one ask and one re-ask each
+    for row in rej:
+        assert row["stage"] == "generate"
+        assert "invalid after 2 attempt(s)" in row["reason"] and "warm-opening" in row["reason"]
+        assert "**Tomorrow.**" in row["example"]["meta"]["raw"]
+    assert manifest["stages"]["generate"]["counts"]["rejected"] == 4
+
+
+def test_copying_a_shown_seed_is_reasked(seeds_file):
+    copy = {"exchanges": [{"user": SEEDS[0][0], "assistant": SEEDS[0][1]}]}
+    answers = [copy, copy, copy]
+    teacher = FakeBackend(default=lambda m: answers.pop() if answers else good_answer(m))
+    generate(opts(seeds_file, n=1, concurrency=1, max_reasks=1), backend=teacher)
+    gen, rej, _ = run_files()
+    # the first point may ask for more than one exchange; either way no copy is accepted
+    assert all(SEEDS[0][0] not in json.dumps(r) for r in gen)
+    assert len(gen) + len(rej) == 1
+
+
+def test_rerun_sends_nothing_again_and_growing_n_only_does_the_new_points(seeds_file):
+    generate(opts(seeds_file, n=8), backend=FakeBackend(default=good_answer))
+    again = FakeBackend(default=good_answer)
+    result = generate(opts(seeds_file, n=8), backend=again)
+    assert again.requests == [] and result.progress.done == 8
+    more = FakeBackend(default=good_answer)
+    generate(opts(seeds_file, n=11), backend=more)
+    gen, rej, _ = run_files()
+    assert len(more.requests) == 3
+    assert sorted(r["meta"]["plan_index"] for r in gen) == list(range(11))
+
+
+def test_resume_after_a_crash_reuses_finished_calls_from_calls_sqlite(seeds_file):
+    """Calls finished before a crash (in calls.sqlite but not yet in generated.jsonl) are
+    replayed from the cache, not re-sent."""
+    generate(opts(seeds_file, n=6), backend=FakeBackend(default=good_answer))
+    out = Path("outputs") / "shop"
+    (out / "generated.jsonl").write_text("")  # as if killed before any line was written
+    again = FakeBackend(default=good_answer)
+    result = generate(opts(seeds_file, n=6), backend=again)
+    assert again.requests == [] and result.progress.cached == 6
+    assert len(run_files()[0]) == 6
+
+
+def test_a_different_seed_on_an_existing_run_is_refused(seeds_file):
+    generate(opts(seeds_file, n=2), backend=FakeBackend(default=good_answer))
+    from distill.errors import RunError
+
+    with pytest.raises(RunError, match="--seed 0"):
+        generate(opts(seeds_file, n=2, seed=1), backend=FakeBackend(default=good_answer))
+
+
+def test_spec_without_axes_asks_the_teacher_once_and_records_them(seeds_file, tmp_path):
+    text = STYLE.read_text()
+    text = text[: text.index("[axes]")] + "[axes]\nturns = [1]\n"
+    (tmp_path / "shop.style.toml").write_text(text)
+    proposed = {
+        "topics": ["late order", "repotting", "gift notes"],
+        "personas": ["new owner", "collector"],
+        "intents": ["ask", "complain"],
+    }
+    teacher = FakeBackend(answers=[proposed], default=good_answer)
+    generate(opts(seeds_file, n=6), backend=teacher)
+    gen, _, manifest = run_files()
+    assert manifest["axes"]["source"] == "teacher"
+    assert manifest["axes"]["topics"] == proposed["topics"]
+    assert {r["meta"]["topic"] for r in gen} == set(proposed["topics"])
+    again = FakeBackend(default=good_answer)
+    generate(opts(seeds_file, n=6), backend=again)
+    assert again.requests == []  # axes and conversations all come from the run
+
+
+# -- the CLI ------------------------------------------------------------------------------
+def test_cli_dry_run_prints_plan_tokens_and_cost_and_writes_nothing(seeds_file):
+    res = CliRunner().invoke(
+        cli,
+        [
+            "generate",
+            "--seeds",
+            str(seeds_file),
+            "--n",
+            "20",
+            "--teacher",
+            "gpt-4o-mini",
+            "--dry-run",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Plan: 20 conversations" in res.output
+    assert re.search(r"Estimated tokens: [\d,]+ prompt", res.output)
+    assert re.search(r"Estimated cost: \$0\.\d+", res.output)
+    assert not Path("outputs").exists()
+
+
+def test_cli_missing_openai_key_is_one_line(seeds_file):
+    res = CliRunner().invoke(
+        cli, ["generate", "--seeds", str(seeds_file), "--n", "2", "--teacher", "openai:gpt-4o-mini"]
+    )
+    assert res.exit_code == 1
+    assert "OPENAI_API_KEY is not set; export OPENAI_API_KEY" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_unknown_provider_and_missing_seeds_are_one_line(seeds_file):
+    res = CliRunner().invoke(cli, ["generate", "--seeds", str(seeds_file), "--teacher", "foo:bar"])
+    assert res.exit_code == 2 and "unknown provider 'foo'" in res.output
+    res = CliRunner().invoke(cli, ["generate", "--seeds", "nope.jsonl"])
+    assert res.exit_code == 1 and "nope.jsonl: seeds file not found" in res.output
+
+
+def test_cli_bad_seed_line_names_file_and_line(tmp_path):
+    seeds = tmp_path / "x.jsonl"
+    seeds.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    (tmp_path / "x.style.toml").write_text(STYLE.read_text())
+    res = CliRunner().invoke(cli, ["generate", "--seeds", str(seeds), "--teacher", "fake:x"])
+    assert res.exit_code == 1
+    assert f"{seeds}:1: no user message followed by an assistant reply" in res.output
+
+
+# -- against a real HTTP server -----------------------------------------------------------
+def _server_responder(body):
+    return json.dumps(good_answer(body["messages"]))
+
+
+def _rows(db: Path) -> list[dict]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    rows = [
+        json.loads(r[0])
+        for r in con.execute("SELECT request FROM calls WHERE response IS NOT NULL")
+    ]
+    con.close()
+    return rows
+
+
+def test_kill_and_resume_finishes_n_and_resends_no_finished_request(seeds_file, tmp_path):
+    """SIGKILL a `distill generate` subprocess midway; the rerun ends with exactly n examples
+    and the server never answered a request twice that had finished before the kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fake_openai_server import FakeOpenAIServer, messages_key
+
+    n = 40
+    out = tmp_path / "outputs"
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-key", "DISTILL_OUTPUTS": str(out)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "distill",
+        "generate",
+        "--seeds",
+        str(seeds_file),
+        "--n",
+        str(n),
+        "--teacher",
+        "openai:gpt-4o-mini",
+        "--concurrency",
+        "4",
+    ]
+    faults = {"429": 0.05, "500": 0.05}
+    with FakeOpenAIServer(
+        _server_responder, latency=0.05, faults=faults, retry_after=0.01
+    ) as server:
+        cmd += ["--base-url", server.url]
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        gen = out / "shop" / "generated.jsonl"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if gen.exists() and gen.read_text().count("\n") >= 10:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done_before = gen.read_text().count("\n")
+        assert 10 <= done_before < n, "the kill should land midway"
+        finished = [messages_key(r["messages"]) for r in _rows(out / "shop" / "calls.sqlite")]
+        res = subprocess.run(
+            cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert res.returncode == 0, res.stderr
+    records = list(read_jsonl(gen))
+    rejected = (
+        [r for r in read_jsonl(out / "shop" / "rejected.jsonl")]
+        if (out / "shop" / "rejected.jsonl").exists()
+        else []
+    )
+    indices = [r["meta"]["plan_index"] for r in records] + [
+        r["example"]["meta"]["plan_index"] for r in rejected
+    ]
+    assert sorted(indices) == list(range(n))  # exactly n accounted for, none twice
+    assert len({r["id"] for r in records}) == len(records)
+    for key in finished:  # finished before the kill: answered once, over both runs
+        assert server.finished_messages[key] == 1
+    assert server.counts["429"] + server.counts["500"] > 0
+    in_flight = server.counts["ok"] - len(_rows(out / "shop" / "calls.sqlite"))
+    assert 0 <= in_flight <= 4  # at most the requests in flight at the kill were re-sent
+    assert "sk-test-key" not in "".join(
+        p.read_text(errors="ignore") for p in (out / "shop").iterdir() if p.is_file()
+    )
+    assert f"{len(records)} generated" in res.stdout
+
+
+def test_budget_cap_stops_before_spending_past_it(seeds_file):
+    from fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(_server_responder) as server:
+        res = CliRunner().invoke(
+            cli,
+            [
+                "generate",
+                "--seeds",
+                str(seeds_file),
+                "--n",
+                "50",
+                "--teacher",
+                "gpt-4o",
+                "--base-url",
+                server.url,
+                "--max-budget",
+                "0.05",
+                "--concurrency",
+                "4",
+            ],
+            env={"OPENAI_API_KEY": "k"},
+        )
+    assert res.exit_code == 1, res.output
+    assert "--max-budget $0.05 reached" in res.output
+    gen, rej, manifest = run_files()
+    spent = manifest["stages"]["generate"]["cost_usd"]
+    assert 0 < spent <= 0.05
+    assert 0 < len(gen) < 50 and manifest["stages"]["generate"]["status"] == "stopped-budget"
