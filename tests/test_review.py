@@ -310,3 +310,17 @@ def test_near_duplicate_flag_from_a_real_dedupe_run(tmp_path):
     assert rows == [[a["id"], "unreviewed", "near-dup"], [other["id"], "unreviewed", "-"]]
     detail = rv.open_session(r).flags[a["id"]][0].detail
     assert b["id"] in detail and "kept" in detail
+
+
+def test_without_textual_the_ui_names_the_extra_and_scripts_still_work(run, monkeypatch):
+    import importlib
+    import sys
+
+    from distill.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "textual", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "distill.review_app", raising=False)
+    with pytest.raises(MissingExtra, match=r"pip install 'distill\[review\]'"):
+        importlib.import_module("distill.review_app")
+    result = invoke(run, "--list")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 10
