@@ -129,6 +129,8 @@ class ReviewScreen(Screen[None]):
         Binding("f", "cycle_filter", "filter"),
         Binding("slash", "search", "search"),
         Binding("q", "quit", "quit"),
+        Binding("j", "scroll_view(4)", "scroll down", show=False),
+        Binding("k", "scroll_view(-4)", "scroll up", show=False),
     ]
     DEFAULT_CSS = """
     #counter { height: 1; background: $boost; padding: 0 1; }
@@ -340,6 +342,11 @@ class ReviewScreen(Screen[None]):
         self.app.push_screen(
             AskScreen("Search (id, text, topic); empty clears.", self.search_text), done
         )
+
+    def action_scroll_view(self, lines: int) -> None:
+        """Scroll a long conversation without leaving the list."""
+        view = self.query_one("#view-scroll", VerticalScroll)
+        view.scroll_relative(y=lines, animate=False)
 
     def action_quit(self) -> None:
         self.app.exit()

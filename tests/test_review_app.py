@@ -312,3 +312,25 @@ def test_a_real_terminal_session_killed_mid_review_keeps_every_decision(run):
         (RECORDS[1]["id"], "reject", "dull"),
     ]
     assert open_session(run).first_unreviewed() == 2
+
+
+def test_j_and_k_scroll_a_long_conversation(tmp_path):
+    turns = []
+    for i in range(12):
+        turns += [
+            {"role": "user", "content": f"Question {i}: where is order GL-{10000 + i}?"},
+            {
+                "role": "assistant",
+                "content": f"Thanks! I've checked GL-{10000 + i}; it ships today.",
+            },
+        ]
+    rec = Example(messages=[{"role": "system", "content": SYSTEM}, *turns]).to_record()
+    r = Run.create("long", outputs=tmp_path / "outputs")
+    atomic_write_jsonl(r.file("generated.jsonl"), [rec])
+    ys = []
+
+    def look(app):
+        ys.append(app.screen.query_one("#view-scroll").scroll_y)
+
+    drive(r, look, "j", "j", look, "k", look, "q")
+    assert ys[0] == 0 and ys[1] == 8 and ys[2] == 4

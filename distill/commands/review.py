@@ -47,8 +47,8 @@ def review(
 ) -> None:
     """Accept, reject or edit the run's examples before training.
 
-    Keys: a accept, r reject, e edit, n/p next/previous, u next unreviewed, f filter,
-    / search, q quit. Decisions go to review.jsonl as they are made; reopening resumes at
+    Keys: a accept, r reject (with an optional reason), e edit (ctrl+s saves), E edit in
+    $EDITOR, n/p next/previous, u next unreviewed, f filter, / search, j/k scroll, q quit. Decisions go to review.jsonl as they are made; reopening resumes at
     the first unreviewed example.
     """
     from distill.runs import Run
