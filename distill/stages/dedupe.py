@@ -375,7 +375,12 @@ class RedisLsh:
         try:
             import redis
 
-            self.client = redis.Redis(host=host, port=port, db=db)
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            self.client = redis.Redis(
+                host=host, port=port, db=db, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+            )
             self.client.ping()
             self.lsh = MinHashLSH(
                 num_perm=params.num_perm,

@@ -1,0 +1,70 @@
+"""`distill split`: hold out an eval split that shares no near-duplicate cluster with train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from distill.commands.options import run_option
+
+
+@click.command()
+@run_option
+@click.option(
+    "--eval-size",
+    default="0.1",
+    show_default=True,
+    help="Held-out share (0.1) or count (50) of the examples.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Same seed, same split (ids are hashed with it).",
+)
+def split(run_dir: Path | None, eval_size: str, seed: int) -> None:
+    """Write train.jsonl and eval.jsonl, keeping near-duplicates on one side.
+
+    Examples with Jaccard >= 0.5 are grouped and go to the same side; the split is stratified
+    by topic; review.jsonl decisions (reject, edit) are applied first. split_report.json holds
+    the leakage check: each eval example's highest Jaccard to any training example.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from distill.runs import Run
+    from distill.stages.split import SplitConfig, parse_eval_size, split_run
+
+    run = Run.open(run_dir)
+    result = split_run(run, SplitConfig(eval_size=parse_eval_size(eval_size), seed=seed))
+    report = result.report
+    counts = report["counts"]
+    table = Table(title="split")
+    table.add_column("topic")
+    table.add_column("examples", justify="right")
+    table.add_column("eval", justify="right")
+    for topic, s in report["strata"].items():
+        table.add_row(topic, str(s["total"]), str(s["eval"]))
+    table.add_row("all", str(counts["input"]), str(counts["eval"]), style="bold")
+    console = Console()
+    console.print(table)
+    if counts["review_rejected"] or counts["review_edited"]:
+        console.print(
+            f"review: {counts['review_rejected']} rejected, {counts['review_edited']} edited",
+            markup=False,
+        )
+    leak = report["leakage"]
+    console.print(
+        f"train {counts['train']}, eval {counts['eval']}; {counts['groups_with_several_examples']} "
+        f"groups of near-duplicates kept on one side; eval examples with Jaccard >= "
+        f"{leak['threshold']} to train: {leak['count_above_threshold']}",
+        markup=False,
+    )
+    for w in result.warnings:
+        console.print(f"warning: {w}", style="yellow", markup=False)
+    console.print(
+        f"{run.file('train.jsonl')}  {run.file('eval.jsonl')}  (report: {run.file('split_report.json')})",
+        markup=False,
+    )
