@@ -274,6 +274,14 @@ def test_cli_invalid_file_exits_1_with_file_line_code_message():
     assert "invalid: 4 errors" in res.output
 
 
+def test_cli_reads_stdin():
+    data = (CORPUS / "valid.jsonl").read_bytes()
+    res = CliRunner().invoke(cli, ["validate", "-", "--format", "json"], input=data)
+    assert res.exit_code == 0 and json.loads(res.output)["stats"]["examples"] == 10
+    res = CliRunner().invoke(cli, ["validate", "-"], input=b"[1]\n")
+    assert res.exit_code == 1 and "<stdin>:1: not-object: " in res.output
+
+
 def test_cli_json_output_is_one_document_with_errors_warnings_stats():
     res = CliRunner().invoke(
         cli, ["validate", str(CORPUS / "blank_lines.jsonl"), "--format", "json"]
@@ -371,3 +379,31 @@ def test_cli_seeds_pass_with_style():
     res = CliRunner().invoke(cli, ["validate", str(SEEDS), "--style", str(STYLE)])
     assert res.exit_code == 0, res.output
     assert "valid (0 warnings)" in res.output
+
+
+def test_duplicates_found_the_same_when_hashes_spill_to_disk(tmp_path, monkeypatch):
+    import distill.stages.validate as v
+
+    examples = [_example(f"question {i % 13}") for i in range(40)]  # lines 14.. repeat 1..13
+    path = _write(tmp_path / "d.jsonl", examples)
+    in_memory = [(p.line, p.message) for p in validate_file(path).warnings]
+    import tempfile
+
+    monkeypatch.setattr(v, "DEDUPE_CHUNK", 4)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: list[list[str]] = []
+    spill = v._Duplicates.spill
+
+    def spy(self):
+        spill(self)
+        seen.append(sorted(p.name for p in Path(self.tmp.name).iterdir()))
+
+    monkeypatch.setattr(v._Duplicates, "spill", spy)
+    spilled_report = validate_file(path, max_per_code=20)
+    spilled = [(p.line, p.message) for p in spilled_report.warnings]
+    assert in_memory[:20] == spilled and len(in_memory) == 27
+    assert in_memory[0] == (14, "exact duplicate of line 1")
+    assert in_memory[-1] == (40, "exact duplicate of line 1")
+    assert spilled_report.counts["duplicate"] == 27 and spilled_report.stats["duplicates"] == 27
+    assert len(seen) == 11 and seen[-1]  # 40 examples / 4 per chunk, plus the final spill
+    assert not list(tmp_path.glob("distill-validate-*"))  # bucket files are cleaned up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -30,16 +31,20 @@ PRINT_PER_CODE = 50  # text output shows this many lines per code; --format json
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 def validate(ctx: click.Context, file: Path, style_path: Path | None, model: str, fmt: str) -> None:
-    """Check FILE against OpenAI's chat fine-tuning format; count tokens and estimate the cost.
+    """Check FILE (or - for stdin) against OpenAI's chat fine-tuning format; count tokens and
+    estimate the training cost.
 
     Prints `file:line: code: message` for each problem. Exits 0 when the file is valid
     (warnings allowed), 1 when it has errors.
     """
-    from distill.stages.validate import validate_file
+    from distill.stages.validate import validate_file, validate_stream
     from distill.style import StyleSpec
 
     style = StyleSpec.load(style_path) if style_path is not None else None
-    report = validate_file(file, style=style, model=model)
+    if str(file) == "-":
+        report = validate_stream(sys.stdin.buffer, "<stdin>", style=style, model=model)
+    else:
+        report = validate_file(file, style=style, model=model)
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -363,22 +363,25 @@ class _Collector:
 
 
 class _SystemPrompts:
-    """Which system prompt each example uses, to flag missing and inconsistent ones at the end."""
+    """Which system prompt each example uses, to flag missing and inconsistent ones at the end.
+    Bounded: at most MAX_DISTINCT prompts and MAX_LINES line numbers are kept; counts are exact."""
 
     MAX_DISTINCT = 1000
-    MAX_LINES = MAX_STORED_PER_CODE
+    MAX_LINES = 100_000
 
     def __init__(self) -> None:
-        self.prompts: dict[str, list[Any]] = {}  # prompt -> [count, first line, lines]
-        self.missing: list[int] = []
+        self.prompts: dict[str, list[Any]] = {}  # prompt -> [count, first line, array of lines]
+        self.missing = array("q")
         self.missing_count = 0
         self.with_prompt = 0
+        self.untracked = 0  # examples whose prompt came after MAX_DISTINCT others
+        self.stored = 0
 
     def add(self, line: int, messages: list[dict[str, Any]]) -> None:
         first = messages[0]
         if first["role"] != "system" or not isinstance(first.get("content"), str):
             self.missing_count += 1
-            if len(self.missing) < self.MAX_LINES:
+            if len(self.missing) < MAX_STORED_PER_CODE:
                 self.missing.append(line)
             return
         self.with_prompt += 1
@@ -386,12 +389,13 @@ class _SystemPrompts:
         entry = self.prompts.get(prompt)
         if entry is None:
             if len(self.prompts) >= self.MAX_DISTINCT:
+                self.untracked += 1
                 return
-            self.prompts[prompt] = [1, line, [line]]
-        else:
-            entry[0] += 1
-            if len(entry[2]) < self.MAX_LINES:
-                entry[2].append(line)
+            entry = self.prompts[prompt] = [0, line, array("q")]
+        entry[0] += 1
+        if self.stored < self.MAX_LINES:
+            entry[2].append(line)
+            self.stored += 1
 
     def report(self, collector: _Collector, total: int) -> None:
         if total == 0:
@@ -407,19 +411,22 @@ class _SystemPrompts:
             for line in self.missing:
                 collector.add(line, "no-system-prompt", "no system prompt, unlike other examples")
             collector.counts["no-system-prompt"] += self.missing_count - len(self.missing)
-        if len(self.prompts) > 1:
+        if len(self.prompts) > 1 or self.untracked:
             common, (n, first, _) = max(self.prompts.items(), key=lambda kv: kv[1][0])
+            differing = self.with_prompt - n
+            added = 0
             for prompt, (_, _, lines) in self.prompts.items():
                 if prompt == common:
                     continue
                 shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+                message = (
+                    f"system prompt {shown!r} differs from the most common one "
+                    f"(line {first}, {n} of {self.with_prompt} examples)"
+                )
                 for line in lines:
-                    collector.add(
-                        line,
-                        "system-prompt-differs",
-                        f"system prompt {shown!r} differs from the most common one "
-                        f"(line {first}, {n} of {self.with_prompt} examples)",
-                    )
+                    collector.add(line, "system-prompt-differs", message)
+                    added += 1
+            collector.counts["system-prompt-differs"] += differing - added
 
 
 class _Tally:
@@ -602,29 +609,104 @@ class _Tally:
             self._pool = None
 
 
-def _duplicates(hashes: array, lines: array, collector: _Collector) -> int:
-    """Flag every line whose content hash was seen on an earlier line; returns how many."""
+DEDUPE_CHUNK = 1 << 20  # (hash, line) pairs held in memory before they spill to bucket files
+DEDUPE_BUCKETS = 64
+
+
+class _Duplicates:
+    """Exact-duplicate detection in bounded memory: a 64-bit hash and the line number of every
+    valid example; past DEDUPE_CHUNK pairs they are hash-partitioned into temporary bucket files,
+    and each bucket is checked on its own at the end."""
+
+    def __init__(self) -> None:
+        self.hashes = array("q")
+        self.lines = array("q")
+        self.tmp: Any = None
+
+    def spill(self) -> None:
+        import tempfile
+
+        import numpy as np
+
+        if self.tmp is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="distill-validate-")
+        pairs = np.empty(len(self.hashes), dtype=[("h", "<i8"), ("l", "<i8")])
+        pairs["h"] = np.frombuffer(self.hashes, dtype=np.int64)
+        pairs["l"] = np.frombuffer(self.lines, dtype=np.int64)
+        bucket = pairs["h"] & (DEDUPE_BUCKETS - 1)
+        order = np.argsort(bucket, kind="stable")  # stable: each bucket stays in line order
+        pairs, bucket = pairs[order], bucket[order]
+        bounds = np.searchsorted(bucket, np.arange(DEDUPE_BUCKETS + 1))
+        for b in range(DEDUPE_BUCKETS):
+            if bounds[b + 1] > bounds[b]:
+                with open(Path(self.tmp.name) / f"{b}.bin", "ab") as f:
+                    pairs[bounds[b] : bounds[b + 1]].tofile(f)
+        self.hashes = array("q")
+        self.lines = array("q")
+
+    def report(self, collector: _Collector) -> int:
+        """Flag every line whose content was seen on an earlier line; returns how many."""
+        import numpy as np
+
+        total = 0
+        kept_dup: list[Any] = []
+        kept_orig: list[Any] = []
+        for h, ln in self._buckets():
+            dup, orig = _duplicate_pairs(h, ln)
+            total += len(dup)
+            keep = np.argsort(dup, kind="stable")[: collector.cap]  # only the lowest are shown
+            kept_dup.append(dup[keep])
+            kept_orig.append(orig[keep])
+        if not total:
+            return 0
+        dup, orig = np.concatenate(kept_dup), np.concatenate(kept_orig)
+        by_line = np.argsort(dup, kind="stable")[: collector.cap]
+        for d, o in zip(dup[by_line].tolist(), orig[by_line].tolist(), strict=True):
+            collector.add(d, "duplicate", f"exact duplicate of line {o}")
+        collector.counts["duplicate"] += total - len(by_line)
+        return total
+
+    def _buckets(self) -> Iterable[tuple[Any, Any]]:
+        import numpy as np
+
+        if self.tmp is None:
+            yield (
+                np.frombuffer(self.hashes, dtype=np.int64),
+                np.frombuffer(self.lines, dtype=np.int64),
+            )
+            return
+        self.spill()
+        for b in range(DEDUPE_BUCKETS):
+            path = Path(self.tmp.name) / f"{b}.bin"
+            if path.exists():
+                pairs = np.fromfile(path, dtype=[("h", "<i8"), ("l", "<i8")])
+                yield pairs["h"].copy(), pairs["l"].copy()
+                del pairs
+
+    def close(self) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
+
+
+def _duplicate_pairs(h: Any, ln: Any) -> tuple[Any, Any]:
+    """(duplicate lines, line each duplicates) for hashes `h` of lines `ln` (in line order)."""
     import numpy as np
 
-    if len(hashes) < 2:
-        return 0
-    h = np.frombuffer(hashes, dtype=np.int64)
-    ln = np.frombuffer(lines, dtype=np.int64)
+    if len(h) < 2:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     order = np.argsort(h, kind="stable")  # stable: equal hashes stay in line order
     hs = h[order]
-    same = hs[1:] == hs[:-1]
-    if not same.any():
-        return 0
-    # for each position, the index (in sorted order) of the first element of its run
-    run_start = np.concatenate(([True], ~same))
-    first_idx = np.maximum.accumulate(np.where(run_start, np.arange(len(hs)), 0))
+    run_start = np.empty(len(hs), dtype=bool)
+    run_start[0] = True
+    np.not_equal(hs[1:], hs[:-1], out=run_start[1:])
+    del hs
     dup_pos = np.nonzero(~run_start)[0]
-    dup_lines = ln[order[dup_pos]]
-    orig_lines = ln[order[first_idx[dup_pos]]]
-    by_line = np.argsort(dup_lines, kind="stable")
-    for d, o in zip(dup_lines[by_line].tolist(), orig_lines[by_line].tolist(), strict=True):
-        collector.add(d, "duplicate", f"exact duplicate of line {o}")
-    return len(dup_pos)
+    if not len(dup_pos):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    # for each position, the index (in sorted order) of the first element of its run
+    first_idx = np.maximum.accumulate(np.where(run_start, np.arange(len(run_start)), 0))
+    return ln[order[dup_pos]], ln[order[first_idx[dup_pos]]]
 
 
 def _summarise(hist: dict[int, int]) -> dict[str, Any]:
@@ -723,15 +805,15 @@ def validate_stream(
     col = _Collector(max_per_code)
     systems = _SystemPrompts()
     tally = _Tally(limit, col, systems)
+    dups = _Duplicates()
     try:
-        lines, n_examples, invalid, blank, hashes, hash_lines = _scan(
-            f, col, tally, style, max_line_bytes
-        )
+        lines, n_examples, invalid, blank = _scan(f, col, tally, dups, style, max_line_bytes)
         tally.flush(final=True)
+        n_dups = dups.report(col)
     finally:
         tally.close()
-    n_dups = _duplicates(hashes, hash_lines, col)
-    del hashes, hash_lines
+        dups.close()
+    del dups
     systems.report(col, n_examples)
     if n_examples < MIN_EXAMPLES:
         col.add(
@@ -774,14 +856,17 @@ def validate_stream(
 
 
 def _scan(
-    f: IO[bytes], col: _Collector, tally: _Tally, style: StyleSpec | None, max_line_bytes: int
-) -> tuple[int, int, int, int, array, array]:
-    """The per-line loop: (lines, valid examples, invalid lines, blank lines, hashes, lines)."""
+    f: IO[bytes],
+    col: _Collector,
+    tally: _Tally,
+    dups: _Duplicates,
+    style: StyleSpec | None,
+    max_line_bytes: int,
+) -> tuple[int, int, int, int]:
+    """The per-line loop: (lines, valid examples, invalid lines, blank lines)."""
     add = col.add
-    hashes = array("q")
-    hash_lines = array("q")
-    push_hash = hashes.append
-    push_line = hash_lines.append
+    push_hash = dups.hashes.append
+    push_line = dups.lines.append
     fast_parse = _fast_parser()
     add_simple = tally.add_simple
     readline = f.readline
@@ -847,6 +932,10 @@ def _scan(
         n_examples += 1
         push_hash(hash(body))
         push_line(lineno)
+        if n_examples % DEDUPE_CHUNK == 0:
+            dups.spill()
+            push_hash = dups.hashes.append
+            push_line = dups.lines.append
         if style is not None:
             messages = obj["messages"]
             if messages[0]["role"] != "system":
@@ -865,7 +954,7 @@ def _scan(
             f"{crlf:,} line(s) end with CRLF (Windows line endings), first here; "
             "OpenAI accepts them but LF is safer",
         )
-    return lineno, n_examples, invalid, blank, hashes, hash_lines
+    return lineno, n_examples, invalid, blank
 
 
 _FAILED = object()
