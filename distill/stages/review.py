@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from distill.errors import InputError, RunError
-from distill.records import Conversation, Example
+from distill.records import Conversation, Example, content_id
 from distill.runs import Run, append_jsonl, atomic_write_text, read_jsonl
 from distill.style import StyleSpec, count_words
 
@@ -96,7 +96,11 @@ def load_decisions(run: Run) -> dict[str, dict[str, Any]]:
 def unreviewed_count(run: Run) -> int:
     """How many examples under review have no decision yet (for `train --require-review`)."""
     decided = load_decisions(run)
-    return sum(1 for rec in read_jsonl(input_path(run)) if rec.get("id") not in decided)
+    return sum(
+        1
+        for rec in read_jsonl(input_path(run))
+        if (rec.get("id") or content_id(rec.get("messages") or [])) not in decided
+    )
 
 
 def apply_decisions(
