@@ -37,8 +37,9 @@ class Reply(BaseModel):
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    server = str(ROOT / "tests" / "fake_openai_server.py")
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "fake_openai_server.py"), "--latency", str(latency)],
+        [sys.executable, server, "--latency", str(latency), "--responder", "conversation"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -103,6 +104,26 @@ def bench_instructor(url: str, n: int, concurrency: int) -> tuple[float, float, 
     return asyncio.run(main())
 
 
+def bench_stage(url: str, n: int, concurrency: int) -> tuple[float, float, int]:
+    """The whole `distill generate` loop: prompts, calls.sqlite, validators, appends."""
+    from distill.stages.generate import GenerateOptions, generate
+
+    out = Path(tempfile.mkdtemp(prefix="distill-bench-"))
+    opts = GenerateOptions(
+        seeds=ROOT / "seeds" / "greenleaf.jsonl",
+        n=n,
+        teacher="openai:gpt-4o-mini",
+        base_url=url,
+        name="bench",
+        concurrency=concurrency,
+        outputs=out,
+        backend_opts={"api_key": "bench"},
+    )
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = generate(opts)
+    return time.perf_counter() - t0, time.process_time() - c0, result.progress.calls
+
+
 def http(args: argparse.Namespace) -> None:
     proc, url = start_server(args.latency)
     limit = args.concurrency / args.latency
@@ -111,11 +132,14 @@ def http(args: argparse.Namespace) -> None:
             f"loopback server: {args.latency * 1000:.0f} ms latency, concurrency "
             f"{args.concurrency}, limit {limit:.0f} req/s; N={args.n}"
         )
-        rows = [("distill openai backend (aiohttp, json_schema)", bench_ours)]
+        rows = [
+            ("distill openai backend (aiohttp, json_schema)", bench_ours),
+            ("distill generate stage (all of it, same backend)", bench_stage),
+        ]
         if not args.skip_baseline:
             rows.append(("baseline: openai SDK + instructor TOOLS", bench_instructor))
         for label, fn in rows:
-            n = args.n if fn is bench_ours else max(200, args.n // 4)
+            n = args.n if fn is not bench_instructor else max(200, args.n // 4)
             wall, cpu, ok = fn(url, n, args.concurrency)
             rate = ok / wall
             print(

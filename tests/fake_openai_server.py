@@ -99,6 +99,34 @@ def default_responder(body: dict[str, Any]) -> str:
     return json.dumps(schema_instance(schema))
 
 
+def conversation_responder(body: dict[str, Any]) -> str:
+    """A GreenLeaf-style chat for `distill generate`'s output type (any number of exchanges),
+    different for every prompt; other schemas get the default answer."""
+    schema = request_schema(body)
+    props = (schema or {}).get("properties", {})
+    if "exchanges" not in props:
+        return default_responder(body)
+    turns = int(props["exchanges"].get("minItems", 1))
+    prompt = str(body["messages"][-1].get("content") or "")
+    tag = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    topic = prompt.split("Topic: ", 1)[1].split("\n", 1)[0] if "Topic: " in prompt else "orders"
+    return json.dumps(
+        {
+            "exchanges": [
+                {
+                    "user": f"Hi, a question about {topic} (case {tag}-{i}).",
+                    "assistant": f"Happy to help with {topic}! I've sorted it, and you'll get "
+                    f"an email within the hour (ref {tag}-{i}).",
+                }
+                for i in range(turns)
+            ]
+        }
+    )
+
+
+RESPONDERS = {"default": default_responder, "conversation": conversation_responder}
+
+
 def body_key(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -321,8 +349,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--responder", choices=sorted(RESPONDERS), default="default")
     args = ap.parse_args()
-    server = FakeOpenAIServer(latency=args.latency, port=args.port, keep_bodies=False)
+    server = FakeOpenAIServer(
+        RESPONDERS[args.responder], latency=args.latency, port=args.port, keep_bodies=False
+    )
 
     async def serve() -> None:
         await server.start_async()

@@ -685,6 +685,44 @@ def _generate_plan(
     return GenerateResult(run, prog, elapsed, faults, None)
 
 
+class _Writer:
+    """Whole-line appends to generated.jsonl / rejected.jsonl, batched and fsynced off the
+    event loop every `every_s`. A kill loses at most the unflushed lines, and a rerun replays
+    those from calls.sqlite without sending anything."""
+
+    def __init__(self, run: Run, every_s: float = 0.25) -> None:
+        self.run = run
+        self.every_s = every_s
+        self.generated: list[dict[str, Any]] = []
+        self.rejected: list[tuple[dict[str, Any], str, str]] = []
+        self._lock = asyncio.Lock()
+
+    def _take(self) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str, str]]]:
+        gen, rej = self.generated, self.rejected
+        self.generated, self.rejected = [], []
+        return gen, rej
+
+    def _write(self, gen: list[dict[str, Any]], rej: list[tuple[dict[str, Any], str, str]]) -> None:
+        if gen:
+            append_jsonl(self.run.file("generated.jsonl"), gen)
+        if rej:
+            self.run.reject(rej)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            gen, rej = self._take()
+            if gen or rej:
+                await asyncio.to_thread(self._write, gen, rej)
+
+    def flush_now(self) -> None:
+        self._write(*self._take())
+
+    async def run_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            await self.flush()
+
+
 class _LoopState:
     def __init__(
         self,
@@ -703,6 +741,7 @@ class _LoopState:
         self.teacher, self.calls, self.types, self.budget = teacher, calls, types, budget
         self.prog, self.ids = prog, ids
         self.stopped = False
+        self.writer = _Writer(run)
         self.on_progress: Callable[[Progress], None] | None = None
         self.teacher_name = str(teacher.ref)
 
@@ -722,6 +761,7 @@ class _LoopState:
         workers = [
             asyncio.create_task(worker()) for _ in range(min(self.opts.concurrency, len(todo)))
         ]
+        flusher = asyncio.create_task(self.writer.run_periodically())
         try:
             await asyncio.gather(*workers)
         except BaseException:
@@ -730,6 +770,9 @@ class _LoopState:
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            self.writer.flush_now()
             await close_backend(self.teacher)
 
     async def one(self, point: PlanPoint) -> None:
@@ -806,11 +849,13 @@ class _LoopState:
         )
         record = example.to_record()
         if example.id in self.ids:
-            self.run.reject([(record, STAGE, f"duplicate: same conversation as {example.id}")])
+            self.writer.rejected.append(
+                (record, STAGE, f"duplicate: same conversation as {example.id}")
+            )
             self.prog.rejected += 1
         else:
             self.ids.add(example.id)
-            append_jsonl(self.run.file("generated.jsonl"), [record])
+            self.writer.generated.append(record)
             self.prog.generated += 1
         self._tick()
 
@@ -820,7 +865,9 @@ class _LoopState:
             "messages": [],
             "meta": {**self._meta(point, attempts), "raw": raw[:4000]},
         }
-        self.run.reject([(record, STAGE, f"invalid after {attempts} attempt(s): {error}")])
+        self.writer.rejected.append(
+            (record, STAGE, f"invalid after {attempts} attempt(s): {error}")
+        )
         self.prog.rejected += 1
         self._tick()
 
