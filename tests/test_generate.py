@@ -459,3 +459,33 @@ def test_budget_cap_stops_before_spending_past_it(seeds_file):
     spent = manifest["stages"]["generate"]["cost_usd"]
     assert 0 < spent <= 0.05
     assert 0 < len(gen) < 50 and manifest["stages"]["generate"]["status"] == "stopped-budget"
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(seeds_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fake_openai_server import FakeOpenAIServer
+
+    out = tmp_path / "outputs"
+    env = {**os.environ, "OPENAI_API_KEY": "k", "DISTILL_OUTPUTS": str(out)}
+    with FakeOpenAIServer(_server_responder, latency=0.2) as server:
+        cmd = [
+            sys.executable, "-m", "distill", "generate", "--seeds", str(seeds_file),
+            "--n", "40", "--teacher", "gpt-4o-mini", "--base-url", server.url,
+            "--concurrency", "2",
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        while server.counts["ok"] < 4:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Interrupted:" in err and "Resume with: distill generate --seeds" in err
+    assert "Traceback" not in err
+    manifest = json.loads((out / "shop" / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["status"] == "interrupted"
+    assert manifest["stages"]["generate"]["counts"]["remaining"] > 0
