@@ -404,6 +404,44 @@ def find_spec() -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
+FINE_TUNING_PATHS = ("/files", "/fine_tuning/jobs")
+
+
+def slice_spec(spec: Path, out: Path, prefixes: tuple[str, ...] = FINE_TUNING_PATHS) -> Path:
+    """The spec cut down to the paths under `prefixes` and every component they reference,
+    unchanged: the same contract for those operations, and Prism starts in seconds, not 20."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(spec, encoding="utf-8") as f:
+        full = yaml.load(f, Loader=loader)
+    paths = {
+        p: item
+        for p, item in full["paths"].items()
+        if any(p == pre or p.startswith(pre + "/") for pre in prefixes)
+    }
+    components: dict[str, dict[str, Any]] = {}
+    todo: list[Any] = [paths]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/"):
+                _, _, kind, name = ref.split("/", 3)
+                if name not in components.setdefault(kind, {}):
+                    target = full["components"][kind][name]
+                    components[kind][name] = target
+                    todo.append(target)
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    components.setdefault("securitySchemes", full["components"].get("securitySchemes", {}))
+    sliced = {k: v for k, v in full.items() if k not in ("paths", "components", "webhooks")}
+    sliced.update(paths=paths, components=components)
+    out.write_text(json.dumps(sliced), encoding="utf-8")
+    return out
+
+
 def find_prism() -> str | None:
     """The prism binary: $DISTILL_PRISM, /tmp/prism (the install command above), or PATH."""
     env = os.environ.get("DISTILL_PRISM")

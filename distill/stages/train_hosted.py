@@ -644,8 +644,11 @@ class Student:
                 filename = self.api.call(
                     f"looking up result file {fid}", functools.partial(files.retrieve, fid)
                 ).filename
+            # the SDK asks for application/binary; the API describes this answer as JSON
+            # text and strict servers refuse a mismatch, so accept whatever it sends
             response = self.api.call(
-                f"downloading result file {fid}", functools.partial(files.content, fid)
+                f"downloading result file {fid}",
+                functools.partial(files.content, fid, extra_headers={"Accept": "*/*"}),
             )
             data = response.read()
             text = _decode_result(data)
