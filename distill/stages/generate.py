@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from distill.backends import close_backend, get_backend
 from distill.backends.base import Backend, InvalidOutput, Usage, cached_chat
@@ -101,8 +101,16 @@ class Exchange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user: str = Field(min_length=1, description="the customer's message")
+    user: str = Field(min_length=1, max_length=600, description="the customer's message")
     assistant: str = Field(min_length=1, description="the support assistant's reply")
+
+
+def _exchange_type(spec: StyleSpec) -> type[Exchange]:
+    """Exchange with the reply's length bounded in the schema too, so constrained decoding
+    closes the string instead of rambling to the token limit."""
+    limit = spec.reply.max_words * 9 + 40
+    reply = Field(min_length=1, max_length=limit, description="the support assistant's reply")
+    return create_model("Exchange", __base__=Exchange, assistant=(str, reply))
 
 
 _CUSTOMER_VOICE = re.compile(
@@ -169,12 +177,14 @@ class ConversationTypes:
 
 
 def _conversation_type(spec: StyleSpec, turns: int, topic: str | None) -> type[BaseModel]:
+    exchange = _exchange_type(spec)
+
     class Conversation(BaseModel):
         """One chat between a customer and the support assistant."""
 
         model_config = ConfigDict(extra="forbid", title="Conversation")
 
-        exchanges: list[Exchange] = Field(
+        exchanges: list[exchange] = Field(  # type: ignore[valid-type]
             min_length=turns,
             max_length=turns,
             description=f"exactly {turns} exchange(s), customer first",
