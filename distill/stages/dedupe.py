@@ -142,7 +142,13 @@ def _shingle_hashes(texts: list[str], ngram: int) -> tuple[np.ndarray, np.ndarra
 def shingle_sets(texts: list[str], ngram: int = NGRAM) -> list[np.ndarray]:
     """Each text's set of 64-bit shingle hashes, sorted and unique (for exact Jaccard)."""
     h, offsets = _shingle_hashes(texts, ngram)
-    return [np.unique(h[offsets[i] : offsets[i + 1]]) for i in range(len(texts))]
+    out = []
+    for i in range(len(texts)):
+        x = np.sort(h[offsets[i] : offsets[i + 1]])
+        if len(x) > 1:
+            x = x[np.concatenate(([True], x[1:] != x[:-1]))]
+        out.append(x)
+    return out
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -308,24 +314,22 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
         same = s[1:] == s[:-1]
         if not same.any():
             continue
-        # runs of equal keys: [start, end) positions in `order`
-        edges = np.diff(np.concatenate(([False], same, [False])).astype(np.int8))
-        starts = np.nonzero(edges == 1)[0]
-        ends = np.nonzero(edges == -1)[0] + 1
-        sizes = ends - starts
-        two = sizes == 2
-        if two.any():
-            a = order[starts[two]]
-            b = order[starts[two] + 1]
-            found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
-        for st, en in zip(starts[~two], ends[~two], strict=True):
-            members = np.sort(order[st:en])
-            ii, jj = np.triu_indices(len(members), k=1)
-            found.append(np.stack([members[ii], members[jj]], axis=1))
+        # every position in a run of equal keys pairs with each later position of its run
+        run_id = np.concatenate(([0], np.cumsum(~same)))
+        run_end = np.searchsorted(run_id, run_id, side="right")  # one past each run's last
+        later = run_end - np.arange(n) - 1
+        has = np.nonzero(later)[0]
+        counts = later[has]
+        left = np.repeat(has, counts)
+        starts = np.cumsum(counts) - counts
+        right = left + 1 + np.arange(len(left)) - np.repeat(starts, counts)
+        a, b = order[left], order[right]
+        found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     pairs = np.concatenate(found).astype(np.int64)
-    code = np.unique(pairs[:, 0] * np.int64(n) + pairs[:, 1])
+    code = np.sort(pairs[:, 0] * np.int64(n) + pairs[:, 1])
+    code = code[np.concatenate(([True], code[1:] != code[:-1]))]
     return np.stack([code // n, code % n], axis=1)
 
 
@@ -374,7 +378,6 @@ class RedisLsh:
         self.seed = seed
         try:
             import redis
-
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 

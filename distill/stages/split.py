@@ -29,7 +29,6 @@ from distill.stages.dedupe import (
     candidate_pairs,
     drop_stage_rejections,
     example_text,
-    jaccard,
     recall_params,
     shingle_sets,
     signatures,
@@ -50,8 +49,9 @@ class SplitConfig:
     num_perm: int = 256
     ngram: int = 5
     # candidates whose MinHash estimate is below this are not compared exactly: a pair at
-    # Jaccard 0.5 falls below 0.3 with chance ~1e-9 at 256 permutations
-    estimate_floor: float = 0.3
+    # Jaccard 0.5 estimates below 0.35 with chance ~1e-6 at 256 permutations (and the
+    # leakage check, with independent permutations, would have to miss it too)
+    estimate_floor: float = 0.35
 
 
 def parse_eval_size(value: str | float | int | None) -> float | int:
@@ -96,7 +96,7 @@ def _order_key(seed: int, key: str) -> str:
 
 
 def similar_pairs(
-    sets: list[np.ndarray],
+    sets: list[frozenset[int]],
     sigs: np.ndarray,
     threshold: float,
     floor: float,
@@ -112,14 +112,21 @@ def similar_pairs(
     if side is not None and len(pairs):
         pairs = pairs[side[pairs[:, 0]] != side[pairs[:, 1]]]
     out: list[tuple[int, int, float]] = []
-    step = 200_000
+    rows = np.ascontiguousarray(sigs.T)
+    step = 4096  # pairs per block: two 4096 x num_perm blocks stay in cache
+    need = floor * sigs.shape[0]
+    close: list[np.ndarray] = []
     for lo in range(0, len(pairs), step):
         block = pairs[lo : lo + step]
-        estimate = (sigs[:, block[:, 0]] == sigs[:, block[:, 1]]).mean(axis=0)
-        for i, j in block[estimate >= floor].tolist():
-            jac = jaccard(sets[i], sets[j])
-            if jac >= floor:
-                out.append((i, j, jac))
+        same = np.count_nonzero(rows[block[:, 0]] == rows[block[:, 1]], axis=1)
+        close.append(block[same >= need])
+    for i, j in (np.concatenate(close) if close else pairs).tolist():
+        a, b = sets[i], sets[j]
+        inter = len(a & b)
+        union = len(a) + len(b) - inter
+        jac = inter / union if union else 1.0
+        if jac >= floor:
+            out.append((i, j, jac))
     return out
 
 
@@ -139,7 +146,7 @@ def split_examples(records: list[dict[str, Any]], config: SplitConfig) -> SplitR
             "leave at least one for training"
         )
     texts = [example_text(r["messages"]) for r in records]
-    sets = shingle_sets(texts, config.ngram)
+    sets = [frozenset(s.tolist()) for s in shingle_sets(texts, config.ngram)]
     sigs = signatures(texts, config.num_perm, 1, config.ngram)
 
     uf = UnionFind(n)
