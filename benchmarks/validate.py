@@ -163,8 +163,8 @@ def cookbook(path: str) -> None:
     )
 
 
-def measure(cmd: list[str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MiB, stdout) of one child process."""
+def measure(cmd: list[str]) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, stdout) of one child process."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
@@ -176,13 +176,14 @@ def measure(cmd: list[str]) -> tuple[float, float, str]:
         text = out.read().decode()
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, text
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--keep", type=Path, default=None, help="write the file here and keep it")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse the file if it exists")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--cookbook", help=argparse.SUPPRESS)  # internal: run the baseline on FILE
     args = ap.parse_args()
@@ -193,31 +194,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "chat.jsonl"
         t = time.perf_counter()
-        size = make_file(path, args.lines)
-        print(
-            f"file: {args.lines:,} lines, {size / 2**20:,.0f} MiB (made in {time.perf_counter() - t:.0f} s)"
-        )
+        if args.reuse and path.exists():
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                args.lines = sum(1 for _ in f)
+        else:
+            size = make_file(path, args.lines)
+        took = time.perf_counter() - t
+        print(f"file: {args.lines:,} lines, {size / 2**20:,.0f} MiB (ready in {took:.0f} s)")
 
-        ours_s, ours_rss, ours_out = measure(
+        ours_s, ours_cpu, ours_rss, ours_out = measure(
             [sys.executable, "-m", "distill", "validate", str(path), "--format", "json"]
         )
         report = json.loads(ours_out)
         ours_tokens = report["stats"]["tokens_per_example"]["total"]
         print(
             f"distill validate: {ours_s:7.1f} s  {args.lines / ours_s:>10,.0f} lines/s  "
-            f"peak RSS {ours_rss:6.0f} MiB  valid={report['valid']} tokens={ours_tokens:,}"
+            f"CPU {ours_cpu:6.1f} s  peak RSS {ours_rss:6.0f} MiB  valid={report['valid']} tokens={ours_tokens:,}"
         )
         if args.skip_baseline:
             return
-        base_s, base_rss, base_out = measure([sys.executable, __file__, "--cookbook", str(path)])
+        base_s, base_cpu, base_rss, base_out = measure(
+            [sys.executable, __file__, "--cookbook", str(path)]
+        )
         base = json.loads(base_out)
         print(
             f"cookbook loop:    {base_s:7.1f} s  {args.lines / base_s:>10,.0f} lines/s  "
-            f"peak RSS {base_rss:6.0f} MiB  tokens={base['total_tokens']:,}"
+            f"CPU {base_cpu:6.1f} s  peak RSS {base_rss:6.0f} MiB  tokens={base['total_tokens']:,}"
         )
         same = "yes" if base["total_tokens"] == ours_tokens else "NO"
         print(
-            f"speed ratio (ours / cookbook): {base_s / ours_s:.2f}x   "
+            f"speed ratio (ours / cookbook): {base_s / ours_s:.2f}x wall, "
+            f"{base_cpu / ours_cpu:.2f}x CPU   "
             f"RSS ratio: {ours_rss / base_rss:.2f}   token totals agree: {same}"
         )
 

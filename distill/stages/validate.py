@@ -89,7 +89,7 @@ CODES: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Problem:
     """One finding. `line` is 1-based; None for a problem with the file as a whole."""
 
