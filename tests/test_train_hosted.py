@@ -132,6 +132,12 @@ def test_walks_a_job_to_success_and_records_the_model(run, api):
     assert "seed" not in req
     assert_no_key_in(run.path)
 
+    # `distill eval` picks the new model and its base straight from the run
+    from distill.stages.evaluate import plan_models
+
+    plan = plan_models(run)
+    assert (plan.student, plan.base) == (f"openai:{fine_tuned}", f"openai:{MODEL}")
+
 
 def test_flags_reach_the_job(run, api):
     r = train(
@@ -316,6 +322,9 @@ def test_long_event_history_is_read_across_pages(run):
         ]
         assert ids == [e["id"] for e in api.events["ftjob-0001"]]
         assert len(ids) > 150
+        steps = [line for line in r.output.splitlines() if line.startswith("step ")]
+        assert 20 <= len(steps) <= 25  # a log gets about 20 step lines, not 150
+        assert steps[-1].startswith("step 150/150")
         pages = [q for q in api.requests if q["path"].endswith("/events")]
         assert any(dict(q["query"]).get("after") for q in pages)
 

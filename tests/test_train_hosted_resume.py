@@ -196,3 +196,15 @@ def test_ctrl_c_detaches_without_cancelling(run, tmp_path):
         assert "status: succeeded" in done.stdout
         assert api.counts["jobs_created"] == 1 and api.counts["cancels"] == 0
     assert_no_key_in(run.path)
+
+
+def test_a_second_process_cannot_start_the_same_job_concurrently(run, tmp_path):
+    with ScriptedOpenAI(KEY) as api:
+        api.create_gate = "before"
+        first = start(run, api, tmp_path, "--yes")
+        wait_for(lambda: api.counts["create_requests"] == 1, first, "the job request")
+        second = finish(run, api, tmp_path, "--yes")
+        assert second.returncode == 2
+        assert "another `distill train` is uploading or starting this job" in second.stderr
+        assert api.counts["create_requests"] == 1 and api.counts["uploads"] == 2
+        kill(first)

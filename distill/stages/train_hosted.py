@@ -875,7 +875,7 @@ class Display:
                 total=total if isinstance(total, int) else None,
                 losses=losses,
             )
-            if not self.out.console.is_terminal:
+            if not self.out.console.is_terminal and _worth_a_line(step, total):
                 self._print(f"step {step}/{total or '?'}  {losses}")
             return
         level = getattr(ev, "level", "info")
@@ -884,6 +884,13 @@ class Display:
 
 
 # -- small pieces ---------------------------------------------------------------------------
+
+
+def _worth_a_line(step: Any, total: Any) -> bool:
+    """Without a live bar, about 20 step lines a job: the first, every 5 %, the last."""
+    if not isinstance(step, int) or not isinstance(total, int) or total <= 20:
+        return True
+    return step in (1, total) or step % (total // 20) == 0
 
 
 def _api_key() -> str:
