@@ -232,9 +232,26 @@ def test_api_error_on_creation_reaches_the_user_verbatim_with_the_request_id(run
         assert len(err.splitlines()) == 1
         assert message in err and "code model_not_available" in err
         assert "request id req_" in err
+        assert job_file(run)["pending_create"] is None  # refused: no job to look for
         # the uploads are remembered: a rerun sends nothing again
         train(run, api, "--yes")
         assert api.counts["uploads"] == 2
+
+
+def test_a_server_error_on_creation_is_not_retried_blindly(run):
+    with ScriptedOpenAI(KEY, create_error=(500, "server_error", "The server had an error")) as api:
+        r = train(run, api, "--yes")
+        assert r.exit_code == 1
+        assert "The server had an error" in r.stderr and "rerun the same command" in r.stderr
+        assert api.counts["create_requests"] == 1  # no automatic retry of a paid POST
+        api.create_error = None
+        r = train(run, api, "--yes")
+        assert r.exit_code == 0, r.output
+        lookups = [
+            q for q in api.requests if q["method"] == "GET" and q["path"] == "/fine_tuning/jobs"
+        ]
+        assert len(lookups) == 1  # it looked for a job made by the lost request first
+        assert api.counts["jobs_created"] == 1 and api.counts["uploads"] == 2
 
 
 def test_missing_key_is_one_line(run, api, monkeypatch):

@@ -405,10 +405,26 @@ class Student:
                 params["suffix"] = suffix
             if o.seed is not None:
                 params["seed"] = o.seed
-            job = self.api.call(
-                "creating the fine-tuning job",
-                lambda: self.api.client.fine_tuning.jobs.create(**params),
-            )
+            # no automatic retry: a retried POST after a lost answer could start a second
+            # paid job. A rerun looks the job up by its metadata before creating one.
+            once = self.api.client.with_options(max_retries=0)
+            try:
+                job = self.api.call(
+                    "creating the fine-tuning job",
+                    lambda: once.fine_tuning.jobs.create(**params),
+                )
+            except ApiError as e:
+                if (
+                    e.status_code is not None
+                    and 400 <= e.status_code < 500
+                    and e.status_code not in (408, 409, 429)
+                ):
+                    st.save(pending_create=None)  # refused: no job was made
+                    raise
+                raise ApiError(
+                    f"{e}; rerun the same command: it first checks whether the job was made",
+                    e.status_code,
+                ) from None
             self._adopt(job, request_key)
         self.out.line(f"Started job {job.id} ({job.status}).")
         if not o.wait:
@@ -679,6 +695,14 @@ class Student:
 # -- the API --------------------------------------------------------------------------------
 
 
+class ApiError(BackendError):
+    """An API call failed; `status_code` is None when no answer came (network, timeout)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class TransientError(Exception):
     """A poll that failed in a way worth retrying (network, 5xx, 429)."""
 
@@ -702,9 +726,11 @@ class Api:
         try:
             return fn()
         except openai.APIStatusError as e:
-            raise BackendError(self.out.scrub(f"{what} failed: {_status_text(e)}")) from None
+            raise ApiError(
+                self.out.scrub(f"{what} failed: {_status_text(e)}"), e.status_code
+            ) from None
         except openai.APIConnectionError as e:
-            raise BackendError(
+            raise ApiError(
                 self.out.scrub(
                     f"{what} failed: cannot reach {self.server} ({_cause(e)}); check the "
                     "network or --base-url"
