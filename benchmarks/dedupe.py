@@ -18,12 +18,16 @@ in one process:
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import json
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,35 +174,45 @@ def light_edit(rng: random.Random, messages: list[dict[str, str]]) -> list[dict[
     return out
 
 
+def iter_corpus(
+    n: int, dup_rate: float = 0.1, seed: int = 0, groups: list[list[int]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """n records {"id","messages","meta"}, streamed; about dup_rate of them are planted
+    near-copies of an earlier one, placed up to 50,000 records later. When `groups` is given,
+    the planted groups (lists of record positions) are appended to it."""
+    rng = random.Random(seed)
+    pending: list[tuple[int, int, int, list[dict[str, str]]]] = []  # (due, tie, group, messages)
+    tie = itertools.count()
+    made = 0
+    while made < n:
+        if pending and pending[0][0] <= made:
+            _, _, g, messages = heapq.heappop(pending)
+        else:
+            messages = conversation(rng)
+            g = -1
+            copies = rng.choice([1, 1, 1, 2, 3])
+            if rng.random() < dup_rate / (1.6 * (1 - dup_rate)):  # 1.6 copies on average
+                if groups is not None:
+                    groups.append([])
+                    g = len(groups) - 1
+                for _ in range(copies):
+                    due = made + rng.randint(1, 50_000)
+                    heapq.heappush(pending, (due, next(tie), g, light_edit(rng, messages)))
+        if groups is not None and g >= 0:
+            groups[g].append(made)
+        yield {"id": f"ex{made:07d}", "messages": messages, "meta": {}}
+        made += 1
+    if groups is not None:
+        groups[:] = [grp for grp in groups if len(grp) > 1]
+
+
 def make_corpus(
     n: int, dup_rate: float = 0.1, seed: int = 0
 ) -> tuple[list[dict[str, Any]], list[list[int]]]:
-    """n records {"id","messages","meta"}; about dup_rate of them are planted near-copies of
-    another. Returns the records and the planted groups (lists of record indices)."""
-    rng = random.Random(seed)
-    records: list[dict[str, Any]] = []
+    """The corpus as a list, with its planted groups."""
     groups: list[list[int]] = []
-    while len(records) < n:
-        base = conversation(rng)
-        group = [len(records)]
-        records.append({"id": f"ex{len(records):07d}", "messages": base, "meta": {}})
-        if rng.random() < dup_rate / (1.6 * (1 - dup_rate)):  # 1.6 copies on average
-            for _ in range(rng.choice([1, 1, 1, 2, 3])):
-                if len(records) >= n:
-                    break
-                group.append(len(records))
-                records.append(
-                    {"id": f"ex{len(records):07d}", "messages": light_edit(rng, base), "meta": {}}
-                )
-        if len(group) > 1:
-            groups.append(group)
-    order = list(range(n))
-    rng.shuffle(order)
-    pos = {old: new for new, old in enumerate(order)}
-    shuffled = [records[i] for i in order]
-    for new, rec in enumerate(shuffled):
-        rec["id"] = f"ex{new:07d}"
-    return shuffled, [[pos[i] for i in g] for g in groups]
+    records = list(iter_corpus(n, dup_rate, seed, groups))
+    return records, groups
 
 
 def brute_force_pairs(texts: list[str], threshold: float, ngram: int = 5) -> set[tuple[int, int]]:
@@ -264,11 +278,13 @@ def sample_indices(n: int, groups: list[list[int]], k: int, seed: int = 1) -> li
     return sorted(chosen)
 
 
-def found_pairs(result: Any, sample_ids: list[str]) -> set[tuple[int, int]]:
+def found_pairs(
+    confirmed: list[Any], exact_pairs: list[Any], sample_ids: list[str]
+) -> set[tuple[int, int]]:
     """Pairs of sample positions that dedupe judged >= threshold: its confirmed pairs, spread
     over exact copies (an exact copy has the same normalised text, hence the same Jaccard)."""
     rep: dict[str, str] = {}
-    for first, later in result.exact_pairs:
+    for first, later in exact_pairs:
         rep[later] = rep.get(first, first)
     members: dict[str, list[int]] = {}
     for k, i in enumerate(sample_ids):
@@ -276,7 +292,7 @@ def found_pairs(result: Any, sample_ids: list[str]) -> set[tuple[int, int]]:
     found: set[tuple[int, int]] = set()
     for group in members.values():
         found.update((a, b) for a in group for b in group if a < b)
-    for x, y, _ in result.confirmed:
+    for x, y, _ in confirmed:
         for a in members.get(rep.get(x, x), []):
             for b in members.get(rep.get(y, y), []):
                 found.add((min(a, b), max(a, b)))
@@ -302,60 +318,92 @@ def parse_size(s: str) -> int:
     return int(float(s.rstrip("km")) * mult)
 
 
-def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    records, groups = make_corpus(n, seed=n)
-    src = workdir / f"corpus-{n}.jsonl"
-    with open(src, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-    gen_s = time.perf_counter() - t0
-    out = workdir / f"deduped-{n}.jsonl"
-    cfg = DedupeConfig(threshold=args.threshold, num_perm=args.num_perm)
-    rss_before = peak_rss_mb()
+def child(src: Path, out: Path, dump: Path, threshold: float, num_perm: int) -> None:
+    """Ours, in a fresh process so its peak RSS is its own."""
+    cfg = DedupeConfig(threshold=threshold, num_perm=num_perm)
     t0 = time.perf_counter()
     result = dedupe_file(src, out, cfg)
-    ours_s = time.perf_counter() - t0
-    rss_after = peak_rss_mb()
+    seconds = time.perf_counter() - t0
+    data = {
+        "seconds": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "confirmed": result.confirmed,
+        "exact_pairs": result.exact_pairs,
+        "removed": result.removed,
+        "kept": result.kept,
+        "candidate_pairs": result.candidate_pairs,
+    }
+    dump.write_text(json.dumps(data))
+
+
+def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    groups: list[list[int]] = []
+    src = workdir / f"corpus-{n}.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for rec in iter_corpus(n, seed=n, groups=groups):
+            f.write(json.dumps(rec) + "\n")
+    gen_s = time.perf_counter() - t0
+    out, dump = workdir / f"deduped-{n}.jsonl", workdir / f"pairs-{n}.json"
+    cmd = [sys.executable, __file__, "--child", str(src), str(out), str(dump)]
+    cmd += ["--threshold", str(args.threshold), "--num-perm", str(args.num_perm)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall_s = time.perf_counter() - t0
+    ours = json.loads(dump.read_text())
 
     # precision / recall on a sample, against brute force
     idx = sample_indices(n, groups, min(args.sample, n))
-    texts = [example_text(records[i]["messages"]) for i in idx]
+    base_n = min(args.baseline_docs, n)
+    wanted = set(idx)
+    picked: dict[int, dict[str, Any]] = {}
+    first: list[dict[str, Any]] = []
+    with open(src, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i in wanted:
+                picked[i] = json.loads(line)
+            if i < base_n:
+                first.append(json.loads(line))
+    sample_records = [picked[i] for i in idx]
+    texts = [example_text(r["messages"]) for r in sample_records]
     truth = brute_force_pairs(texts, args.threshold)
-    found = found_pairs(result, [records[i]["id"] for i in idx])
+    found = found_pairs(ours["confirmed"], ours["exact_pairs"], [r["id"] for r in sample_records])
     ours_p, ours_r = precision_recall(found, truth)
 
-    sample_records = [records[i] for i in idx]
     t0 = time.perf_counter()
     base_pairs = straightforward(sample_records, args.threshold, args.num_perm)
     base_sample_s = time.perf_counter() - t0
     base_p, base_r = precision_recall(base_pairs, truth)
-    base_n = min(args.baseline_docs, n)
-    t0 = time.perf_counter()
-    straightforward(records[:base_n], args.threshold, args.num_perm)
-    base_s = time.perf_counter() - t0
-    ours_dps = n / ours_s
+    if base_n == len(sample_records):
+        base_s = base_sample_s
+    else:
+        t0 = time.perf_counter()
+        straightforward(first, args.threshold, args.num_perm)
+        base_s = time.perf_counter() - t0
+    ours_dps = n / ours["seconds"]
     base_dps = base_n / base_s
     row = {
         "n": n,
         "generate_s": round(gen_s, 1),
-        "ours_s": round(ours_s, 1),
+        "ours_s": round(ours["seconds"], 1),
+        "ours_wall_s_with_start": round(wall_s, 1),
         "ours_docs_per_s": round(ours_dps),
         "baseline_docs": base_n,
         "baseline_docs_per_s": round(base_dps),
         "speedup": round(ours_dps / base_dps, 1),
-        "peak_rss_mb": round(max(rss_before, rss_after)),
+        "peak_rss_mb": round(ours["peak_rss_mb"]),
         "sample": len(idx),
         "truth_pairs": len(truth),
         "ours_precision": round(ours_p, 4),
         "ours_recall": round(ours_r, 4),
         "baseline_precision": round(base_p, 4),
         "baseline_recall": round(base_r, 4),
-        "baseline_sample_s": round(base_sample_s, 1),
-        "removed": result.removed,
-        "kept": result.kept,
+        "candidate_pairs": ours["candidate_pairs"],
+        "removed": ours["removed"],
+        "kept": ours["kept"],
     }
     src.unlink()
+    out.unlink()
     return row
 
 
@@ -373,7 +421,11 @@ def main() -> None:
         "--baseline-docs", type=int, default=5000, help="docs the baseline runs on for docs/s"
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--child", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        child(*args.child, args.threshold, args.num_perm)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import secrets
 import tempfile
 import time
@@ -49,14 +48,13 @@ BATCH = 4096  # documents hashed together
 _CHUNK_SHINGLES = 8192  # shingles per numpy block: 128 x 8192 x 4 bytes stays in cache
 
 # -- text --------------------------------------------------------------------------------------
-_SPACE = re.compile(r"\s+")
 _M64 = (1 << 64) - 1
 _BASE = 0x9E3779B97F4A7C15  # odd 64-bit multiplier for the polynomial shingle hash
 
 
 def normalise(text: str) -> str:
     """NFKC, case-folded, whitespace runs collapsed to one space: what 'the same text' means."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def example_text(messages: Any) -> str:
@@ -153,9 +151,13 @@ def shingle_sets(texts: list[str], ngram: int = NGRAM) -> list[np.ndarray]:
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Exact Jaccard similarity of two sorted unique hash arrays (1.0 for two empty sets)."""
-    if len(a) == 0 and len(b) == 0:
-        return 1.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
+    if len(a) == 0 or len(b) == 0:
+        return 1.0 if len(a) == len(b) else 0.0
+    if len(a) > len(b):
+        a, b = b, a
+    idx = np.searchsorted(b, a)
+    idx[idx == len(b)] = 0
+    inter = int(np.count_nonzero(b[idx] == a))
     return inter / (len(a) + len(b) - inter)
 
 
@@ -333,6 +335,19 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     return np.stack([code // n, code % n], axis=1)
 
 
+def estimate_jaccard(low: np.ndarray, pairs: np.ndarray, bits: int = 8) -> np.ndarray:
+    """b-bit MinHash estimate of each pair's Jaccard from the low `bits` of the signatures
+    (`low`: shape (n, num_perm) uint8), corrected for chance matches of the low bits."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    chance = 1.0 / (1 << bits)
+    step = 4096
+    for lo in range(0, len(pairs), step):
+        block = pairs[lo : lo + step]
+        same = np.count_nonzero(low[block[:, 0]] == low[block[:, 1]], axis=1)
+        out[lo : lo + step] = (same / low.shape[1] - chance) / (1 - chance)
+    return out
+
+
 class UnionFind:
     """Disjoint sets over 0..n-1 with path halving; `find` gives a set's smallest member."""
 
@@ -475,7 +490,8 @@ class DedupeResult:
     near: int = 0
     seed_copies: int = 0
     kept: int = 0
-    candidate_pairs: int = 0
+    candidate_pairs: int = 0  # pairs sharing an LSH bucket
+    estimated_pairs: int = 0  # of those, with a MinHash estimate near the threshold or above
     confirmed_pairs: int = 0
     params: LshParams | None = None
     output: Path | None = None
@@ -561,6 +577,10 @@ class _Dedupe:
         self.removed: dict[int, str] = {}  # ordinal -> reason
         self.exact_of: dict[int, int] = {}  # ordinal -> ordinal of its first exact copy
         self.result = DedupeResult(params=self.params)
+        # candidates estimated below this are not compared exactly: 4.5 standard deviations
+        # of the MinHash estimate under the threshold (a miss at J = threshold: ~1e-5)
+        t = config.threshold
+        self.estimate_floor = max(0.0, t - 4.5 * (t * (1 - t) / config.num_perm) ** 0.5)
         self.clusters: list[dict[str, Any]] = []
 
     # pass 1 -----------------------------------------------------------------------------------
@@ -572,6 +592,7 @@ class _Dedupe:
         batch_ords: list[int] = []
         key_blocks: list[np.ndarray] = []
         ord_blocks: list[np.ndarray] = []
+        sig_blocks: list[np.ndarray] = []  # the low byte of each MinHash value (b-bit MinHash)
         redis_lsh = (
             RedisLsh(self.cfg.lsh_storage, self.params, self.cfg.seed)
             if self.cfg.lsh_storage
@@ -587,7 +608,8 @@ class _Dedupe:
                 redis_pairs.extend(redis_lsh.add_batch(list(batch_ords), sigs))
             else:
                 key_blocks.append(band_keys(sigs, self.params.bands, self.params.rows))
-                ord_blocks.append(np.array(batch_ords, dtype=np.int64))
+            ord_blocks.append(np.array(batch_ords, dtype=np.int64))
+            sig_blocks.append(np.ascontiguousarray((sigs & np.uint32(0xFF)).astype(np.uint8).T))
             batch_texts.clear()
             batch_ords.clear()
 
@@ -629,14 +651,20 @@ class _Dedupe:
                 redis_lsh.close()
         self.result.seeds = sum(self.is_seed)
         self.result.input = len(self.ids) - self.result.seeds
-        if redis_lsh is not None:
-            return np.array(sorted(set(redis_pairs)), dtype=np.int64).reshape(-1, 2)
-        if not key_blocks:
+        if not ord_blocks:
             return np.empty((0, 2), dtype=np.int64)
-        keys = np.concatenate(key_blocks)
         ords = np.concatenate(ord_blocks)
-        pairs = candidate_pairs(keys)
-        return ords[pairs]
+        low = np.concatenate(sig_blocks)
+        sig_blocks.clear()
+        if redis_lsh is not None:
+            rows = np.searchsorted(ords, np.array(sorted(set(redis_pairs)), dtype=np.int64))
+            rows = rows.reshape(-1, 2)
+        else:
+            rows = candidate_pairs(np.concatenate(key_blocks))
+            key_blocks.clear()
+        self.result.candidate_pairs = len(rows)
+        rows = rows[estimate_jaccard(low, rows) >= self.estimate_floor]
+        return ords[rows]
 
     def _iter_all(self) -> Iterator[tuple[int, _Source, int, str]]:
         ordinal = 0
@@ -649,7 +677,7 @@ class _Dedupe:
     def confirm(self, pairs: np.ndarray) -> None:
         """Exact Jaccard for each candidate pair; union-find over the confirmed ones; decide
         which example each cluster keeps."""
-        self.result.candidate_pairs = len(pairs)
+        self.result.estimated_pairs = len(pairs)
         if len(pairs) == 0:
             return
         wanted = set(np.unique(pairs).tolist())
@@ -825,7 +853,12 @@ class _Dedupe:
                 "lsh_storage": _redact(self.cfg.lsh_storage) or "memory",
                 "representative": "every seed in a cluster, else the first example in input order",
             },
-            "lsh": self.params.describe(),
+            "lsh": {
+                **self.params.describe(),
+                "exact_check_floor": round(self.estimate_floor, 4),
+                "exact_check": "candidates whose 8-bit MinHash estimate is at least the floor "
+                "are compared with exact Jaccard of their shingle sets",
+            },
             "counts": {
                 "input": r.input,
                 "seeds": r.seeds,
@@ -836,6 +869,7 @@ class _Dedupe:
                 "removed": r.removed,
                 "kept": r.kept,
                 "candidate_pairs": r.candidate_pairs,
+                "compared_exactly": r.estimated_pairs,
                 "confirmed_pairs": r.confirmed_pairs,
                 "clusters": len(self.clusters),
             },
