@@ -178,7 +178,7 @@ def iter_corpus(
     n: int, dup_rate: float = 0.1, seed: int = 0, groups: list[list[int]] | None = None
 ) -> Iterator[dict[str, Any]]:
     """n records {"id","messages","meta"}, streamed; about dup_rate of them are planted
-    near-copies of an earlier one, placed up to 50,000 records later. When `groups` is given,
+    near-copies of an earlier one, placed up to n/20 (at most 50,000) records later. When `groups` is given,
     the planted groups (lists of record positions) are appended to it."""
     rng = random.Random(seed)
     pending: list[tuple[int, int, int, list[dict[str, str]]]] = []  # (due, tie, group, messages)
@@ -196,7 +196,7 @@ def iter_corpus(
                     groups.append([])
                     g = len(groups) - 1
                 for _ in range(copies):
-                    due = made + rng.randint(1, 50_000)
+                    due = made + rng.randint(1, max(2, min(50_000, n // 20)))
                     heapq.heappush(pending, (due, next(tie), g, light_edit(rng, messages)))
         if groups is not None and g >= 0:
             groups[g].append(made)
