@@ -13,7 +13,7 @@ pytest.importorskip("peft")
 from click.testing import CliRunner  # noqa: E402
 
 from distill.cli import cli  # noqa: E402
-from distill.runs import Run, atomic_write_jsonl  # noqa: E402
+from distill.runs import Run  # noqa: E402
 from distill.stages import train_local as tl  # noqa: E402
 
 SYSTEM = "You are GreenLeaf Support: warm, brief, solution-first."
@@ -162,7 +162,8 @@ def test_adapter_reload_and_merged_model_reproduce_the_trained_model(run_folder,
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     reloaded = PeftModel.from_pretrained(base, str(out / "adapter")).eval()
     eval_data, _ = tl.encode_all(tok, [c["messages"] for c in conversations(4, 16)], 1024)
-    loss = tl.evaluate(reloaded, eval_data, 2048, tok.pad_token_id, "cpu")
+    precision = stage["hyperparameters"]["precision"]
+    loss = tl.evaluate(reloaded, eval_data, 2048, tok.pad_token_id, "cpu", precision)
     assert loss == pytest.approx(stage["best_eval_loss"], abs=1e-5)
 
     merged = AutoModelForCausalLM.from_pretrained(stage["merged"]).eval()

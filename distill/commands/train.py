@@ -57,7 +57,7 @@ from distill.runs import Run
     "--batch-tokens",
     type=int,
     default=None,
-    help="Local: tokens per optimiser step (default 4096).",
+    help="Local: padded tokens per optimiser step (default 1024, ~8 short chats).",
 )
 @click.option(
     "--max-seq-len", type=int, default=None, help="Local: truncate longer examples (default 1024)."
@@ -69,6 +69,12 @@ from distill.runs import Run
     help="Local: epochs of rising eval loss before stopping (default 1).",
 )
 @click.option("--device", default="auto", show_default=True, help="Local: auto, cpu or cuda.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default=None,
+    help="Local: bf16 autocast where the hardware has it (auto), or force fp32/bf16.",
+)
 @click.option("--merge", is_flag=True, help="Local: also write a merged model.")
 def train(run_dir, student: str, require_review: bool, **opts) -> None:
     """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation)."""

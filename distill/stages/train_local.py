@@ -54,8 +54,9 @@ class LocalTrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str = "all-linear"
-    batch_tokens: int = 4096  # padded tokens per optimiser step
-    micro_batch_tokens: int = 2048  # padded tokens per forward pass (memory bound)
+    batch_tokens: int = 1024  # padded tokens per optimiser step (~8 short chats)
+    micro_batch_tokens: int = 1024  # padded tokens per forward pass (memory bound)
+    precision: str = "fp32"  # or bf16: autocast matmuls to bfloat16 (CUDA, CPUs with AVX512-BF16)
     max_seq_len: int = 1024
     patience: int = 1
     seed: int = 0
@@ -103,7 +104,7 @@ def load_examples(path: Path, *, is_train: bool) -> list[list[dict[str, Any]]]:
     out: list[list[dict[str, Any]]] = []
     for lineno, obj in enumerate(read_jsonl(path), 1):
         try:
-            conv = Conversation(messages=obj.get("messages"))
+            conv = Conversation.model_validate({"messages": obj.get("messages")})
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
@@ -306,10 +307,29 @@ def add_lora(model: Any, cfg: LocalTrainConfig) -> Any:
     return peft.get_peft_model(model, lora)
 
 
-def loss_sum(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+def resolve_precision(precision: str, device: str) -> str:
+    """auto -> bf16 where the hardware does bfloat16 matmuls natively, else fp32."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UsageError(f"precision {precision!r}: use auto, fp32 or bf16")
+    if precision != "auto":
+        return precision
+    import torch
+
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device == "cpu" and torch.backends.mkldnn.is_available():
+        try:
+            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        except (AttributeError, RuntimeError):
+            return "fp32"
+    return "fp32"
+
+
+def loss_sum(model: Any, batch: dict[str, Any], precision: str = "fp32") -> tuple[Any, int]:
     """(summed cross-entropy over supervised tokens, their count). The output head runs only
     on the positions that predict a supervised token: on a 49k vocabulary that head is a
     fifth of the forward pass and most of its memory."""
+    import torch
     import torch.nn.functional as F
 
     targets = batch["labels"][:, 1:]
@@ -318,19 +338,32 @@ def loss_sum(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     inner = model.get_base_model()
     decoder = getattr(inner, inner.base_model_prefix, None)
     head = inner.get_output_embeddings()
-    if decoder is not None and head is not None:
-        hidden = decoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).last_hidden_state
-        logits = head(hidden[:, :-1][keep])
-    else:  # an architecture without the usual decoder/head split: full logits
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).logits[:, :-1][keep]
+    device_type = batch["input_ids"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        if decoder is not None and head is not None:
+            hidden = decoder(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                use_cache=False,
+            ).last_hidden_state
+            logits = head(hidden[:, :-1][keep])
+        else:  # an architecture without the usual decoder/head split: full logits
+            logits = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                use_cache=False,
+            ).logits[:, :-1][keep]
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n
 
 
-def evaluate(model: Any, data: list[Encoded], budget: int, pad_id: int, device: str) -> float:
+def evaluate(
+    model: Any,
+    data: list[Encoded],
+    budget: int,
+    pad_id: int,
+    device: str,
+    precision: str = "fp32",
+) -> float:
     """Mean loss per supervised token over `data` (dropout off, no gradients)."""
     import torch
 
@@ -342,7 +375,7 @@ def evaluate(model: Any, data: list[Encoded], budget: int, pad_id: int, device: 
     total, count = 0.0, 0
     with torch.no_grad():
         for mb in micro_batches(list(range(len(data))), lengths, budget):
-            s, n = loss_sum(model, collate([data[i] for i in mb], pad_id, device))
+            s, n = loss_sum(model, collate([data[i] for i in mb], pad_id, device), precision)
             total += float(s)
             count += n
     model.train(was_training)
@@ -464,14 +497,14 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
         lora_r=lora_r,
         lora_alpha=int(opt("lora_alpha", 2 * lora_r)),
         lora_dropout=float(opt("lora_dropout", 0.05)),
-        batch_tokens=int(opt("batch_tokens", 4096)),
+        batch_tokens=int(opt("batch_tokens", 1024)),
         max_seq_len=int(opt("max_seq_len", 1024)),
         patience=int(opt("patience", 1)),
         seed=int(opt("seed", 0)),
         checkpoint_seconds=float(opt("checkpoint_seconds", 120.0)),
         checkpoint_every=int(opt("checkpoint_every", 0)),
     )
-    cfg.micro_batch_tokens = int(opt("micro_batch_tokens", min(cfg.batch_tokens, 2048)))
+    cfg.micro_batch_tokens = int(opt("micro_batch_tokens", min(cfg.batch_tokens, 1024)))
     for label, value, low in (
         ("--epochs", cfg.epochs, 1),
         ("--lora-r", cfg.lora_r, 1),
@@ -494,6 +527,7 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
     require("torch", "local", "local LoRA training")
     require("peft", "local", "local LoRA training")
     cfg.device = local_model.resolve_device(opt("device", "auto"))
+    cfg.precision = resolve_precision(opt("precision", "auto"), cfg.device)
 
     out = run.path / "train" / student_slug(name)
     ckpt_dir = out / "checkpoint"
@@ -674,7 +708,7 @@ def _train(
     if state.step == 0:
         atomic_write_jsonl(log_path, [])
         state.base_eval_loss = evaluate(
-            model, eval_data, cfg.micro_batch_tokens, pad_id, cfg.device
+            model, eval_data, cfg.micro_batch_tokens, pad_id, cfg.device, cfg.precision
         )
         base = None if math.isnan(state.base_eval_loss) else round(state.base_eval_loss, 5)
         append_jsonl(log_path, [{"step": 0, "epoch": 0, "eval_loss": base}])
@@ -723,7 +757,7 @@ def _train(
                 step_loss, step_tokens = 0.0, 0
                 for mb in micro_batches(step_examples, lengths, cfg.micro_batch_tokens):
                     batch = collate([train_data[i] for i in mb], pad_id, cfg.device)
-                    s, _ = loss_sum(model, batch)
+                    s, _ = loss_sum(model, batch, cfg.precision)
                     (s / n_target).backward()
                     step_loss += float(s.detach())
                     step_tokens += sum(lengths[i] for i in mb)
@@ -764,7 +798,9 @@ def _train(
                     on_step(row)
 
             # end of epoch: eval loss, keep the best, stop when it keeps rising
-            eval_loss = evaluate(model, eval_data, cfg.micro_batch_tokens, pad_id, cfg.device)
+            eval_loss = evaluate(
+                model, eval_data, cfg.micro_batch_tokens, pad_id, cfg.device, cfg.precision
+            )
             epoch_train = state.epoch_loss_sum / max(state.epoch_tokens, 1)
             state.epoch += 1
             state.batch_in_epoch = 0
