@@ -489,3 +489,22 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(seeds_file, tmp_path):
     manifest = json.loads((out / "shop" / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["status"] == "interrupted"
     assert manifest["stages"]["generate"]["counts"]["remaining"] > 0
+
+
+def test_local_teachers_get_a_grammar_pattern_that_starts_replies_in_the_voice(style):
+    from distill.stages.generate import load_seeds, reply_pattern
+
+    pattern = reply_pattern(style, load_seeds(ROOT / "seeds" / "greenleaf.jsonl"))
+    assert re.fullmatch(pattern, "Sorry about that! I've sent a new pot, it ships tomorrow.")
+    assert not re.fullmatch(pattern, "The parcel is at the depot.")  # no warm opening
+    assert not re.fullmatch(pattern, "Sorry! **Tomorrow** it ships.")  # markdown is banned
+    model = ConversationTypes(style, reply_pattern=pattern).get(1)
+    schema = json.dumps(model.model_json_schema())
+    assert json.dumps(pattern)[1:-1] in schema
+    # the pattern steers decoding only: validation still speaks in the spec's words
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="warm-opening"):
+        model.model_validate(
+            {"exchanges": [{"user": "Hi", "assistant": "It ships tomorrow, check email."}]}
+        )

@@ -105,12 +105,52 @@ class Exchange(BaseModel):
     assistant: str = Field(min_length=1, description="the support assistant's reply")
 
 
-def _exchange_type(spec: StyleSpec) -> type[Exchange]:
+def _exchange_type(spec: StyleSpec, reply_pattern: str | None = None) -> type[Exchange]:
     """Exchange with the reply's length bounded in the schema too, so constrained decoding
-    closes the string instead of rambling to the token limit."""
+    closes the string instead of rambling to the token limit. `reply_pattern` (for small
+    local teachers) goes into the schema only: the grammar follows it, validation does not."""
     limit = spec.reply.max_words * 9 + 40
-    reply = Field(min_length=1, max_length=limit, description="the support assistant's reply")
+    desc = "the support assistant's reply"
+    if reply_pattern:  # the pattern bounds the length itself (xgrammar ignores maxLength then)
+        reply = Field(description=desc, json_schema_extra={"pattern": reply_pattern})
+    else:
+        reply = Field(min_length=1, max_length=limit, description=desc)
     return create_model("Exchange", __base__=Exchange, assistant=(str, reply))
+
+
+_MARKDOWN_PROBES = {"*": "**x**", "#": "# x", "`": "`x`", "_": "__x__"}
+
+
+def reply_pattern(spec: StyleSpec, seeds: list[Seed]) -> str | None:
+    """A regex for constrained decoding that starts each reply the way the seeds' replies
+    start (only openings the spec's first-sentence rules accept) and leaves out characters
+    the spec forbids (markdown). It steers a tiny model into the voice; None when the seeds
+    give no usable opening."""
+    first_rules = [r.first_sentence_must_match for r in spec.rules if r.first_sentence_must_match]
+    openers: list[str] = []
+    for seed in seeds:
+        for ex in seed.exchanges:
+            m = re.match(r"\s*([A-Za-z][A-Za-z' ]{1,24}?)[!,.]", ex["assistant"])
+            if not m:
+                continue
+            words = m.group(1).split()
+            if len(words) > 3:  # a whole clause, not an opening: leave it
+                continue
+            opener = " ".join(words)
+            if opener and opener not in openers and all(re.search(r, opener) for r in first_rules):
+                openers.append(opener)
+    if not openers:
+        return None
+    banned = {
+        ch
+        for ch, probe in _MARKDOWN_PROBES.items()
+        if any(r.must_not_match and re.search(r.must_not_match, probe, re.M) for r in spec.rules)
+    }
+    chars = "A-Za-z0-9 ,.!?'£€$%&()/:;+=" + "".join(c for c in "*#`_" if c not in banned)
+    low = max(8, spec.reply.min_words * 4)
+    high = spec.reply.max_words * 6
+    alternatives = "|".join(openers[:24])  # letters, spaces and apostrophes only
+    return f"({alternatives})[!,.] [{chars}-]{{{low},{high}}}"
 
 
 _CUSTOMER_VOICE = re.compile(
@@ -164,20 +204,25 @@ class ConversationTypes:
     """One pydantic type per (turns, topic) whose validators carry the style spec's rules;
     built once and reused so each backend caches its schema and validator."""
 
-    def __init__(self, spec: StyleSpec, topic_check: bool = False) -> None:
+    def __init__(
+        self, spec: StyleSpec, topic_check: bool = False, reply_pattern: str | None = None
+    ) -> None:
         self.spec = spec
         self.topic_check = topic_check
+        self.reply_pattern = reply_pattern
         self._types: dict[tuple[int, str | None], type[BaseModel]] = {}
 
     def get(self, turns: int, topic: str | None = None) -> type[BaseModel]:
         key = (turns, topic if self.topic_check else None)
         if key not in self._types:
-            self._types[key] = _conversation_type(self.spec, turns, key[1])
+            self._types[key] = _conversation_type(self.spec, turns, key[1], self.reply_pattern)
         return self._types[key]
 
 
-def _conversation_type(spec: StyleSpec, turns: int, topic: str | None) -> type[BaseModel]:
-    exchange = _exchange_type(spec)
+def _conversation_type(
+    spec: StyleSpec, turns: int, topic: str | None, pattern: str | None = None
+) -> type[BaseModel]:
+    exchange = _exchange_type(spec, pattern)
 
     class Conversation(BaseModel):
         """One chat between a customer and the support assistant."""
@@ -649,7 +694,8 @@ def _generate_plan(
     prog.tokens = int(before["prompt_tokens"] + before["completion_tokens"])
     price = inference_price(teacher.ref.name) if teacher.ref.provider == "openai" else None
     budget = Budget(opts.max_budget, before["cost_usd"], price)
-    types = ConversationTypes(spec, topic_check=opts.check_topic())
+    pattern = reply_pattern(spec, seeds) if opts.is_local() else None
+    types = ConversationTypes(spec, topic_check=opts.check_topic(), reply_pattern=pattern)
     state = _LoopState(run, opts, spec, seeds, teacher, calls, types, budget, prog, ids)
     state.on_progress = on_progress
     run.record_stage(STAGE, "running", planned=len(plan), teacher=str(teacher.ref))
