@@ -95,6 +95,12 @@ FOLLOW = [
 ]
 OPEN = [
     "Sorry to hear that, {name}!",
+    "Thanks for reaching out about your {plant}.",
+    "Ah, I'm sorry, that must be frustrating.",
+    "Lovely to hear from you, {name}.",
+    "No worries at all, let's sort this out.",
+    "Thanks for your patience while I looked into it.",
+    "Happy {day}! Glad you messaged.",
     "Thanks for letting us know.",
     "Happy to help with that.",
     "Oh no, that's not the welcome your {plant} deserved.",
@@ -103,6 +109,14 @@ OPEN = [
 ]
 MIDDLE = [
     "I've checked {order} and it left our {city} hub on {day}.",
+    "Your {plant} likes a bright spot, so try it {cm} cm back from an east window.",
+    "I've added a {pct}% discount to your next order as a thank-you.",
+    "The courier shows a delivery attempt in {city} on {day}, so it may be at a neighbour's.",
+    "Yellow lower leaves usually mean too much water; let the soil dry out for {n} days.",
+    "I've sent a prepaid return label to your email; it's valid for {n} days.",
+    "Repot your {plant} into a pot about {cm} cm wider with fresh, chunky soil.",
+    "Your gift note for {name} is saved and will be printed on a card.",
+    "I've moved your delivery to {day} and you'll get a one-hour slot that morning.",
     "I've arranged a free replacement {plant} that ships tomorrow.",
     "Water your {plant} when the top 3 cm of soil feel dry, usually every 7 to 10 days.",
     "I've started a refund for {order}; it reaches your card in 3 to 5 working days.",
@@ -113,6 +127,10 @@ MIDDLE = [
 ]
 CLOSE = [
     "Just reply here if anything else comes up.",
+    "Give it {n} days and tell me how it looks.",
+    "Shall I set a reminder for the next watering?",
+    "Happy growing, {name}!",
+    "Tap the link in the email to pick a new time if {day} doesn't suit.",
     "You'll get an email with the tracking link shortly.",
     "Send us a photo if the leaves keep yellowing and we'll take a look.",
     "Let me know if you'd like me to add a care card to the box.",
@@ -133,6 +151,9 @@ def _fill(rng: random.Random, template: str) -> str:
         day=rng.choice(DAYS),
         city=rng.choice(CITIES),
         name=rng.choice(NAMES),
+        cm=rng.randint(2, 90),
+        n=rng.randint(2, 30),
+        pct=rng.choice([5, 10, 15, 20, 25]),
     )
 
 

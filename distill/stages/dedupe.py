@@ -25,7 +25,7 @@ import secrets
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -305,8 +305,15 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def candidate_pairs(keys: np.ndarray) -> np.ndarray:
-    """Index pairs (i < j) that share a key in at least one band column; shape (m, 2) int64."""
+def candidate_pairs(
+    keys: np.ndarray,
+    accept: Callable[[np.ndarray], np.ndarray] | None = None,
+    counter: list[int] | None = None,
+) -> np.ndarray:
+    """Index pairs (i < j) that share a key in at least one band column; shape (m, 2) int64.
+
+    `accept(pairs) -> bool mask` filters each band's pairs as they are made, so memory holds
+    only the accepted ones; `counter[0]` is increased by the pairs seen before filtering."""
     n = keys.shape[0]
     found: list[np.ndarray] = []
     for band in range(keys.shape[1]):
@@ -326,7 +333,10 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
         starts = np.cumsum(counts) - counts
         right = left + 1 + np.arange(len(left)) - np.repeat(starts, counts)
         a, b = order[left], order[right]
-        found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+        pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+        if counter is not None:
+            counter[0] += len(pairs)
+        found.append(pairs[accept(pairs)] if accept is not None else pairs)
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     pairs = np.concatenate(found).astype(np.int64)
@@ -490,7 +500,7 @@ class DedupeResult:
     near: int = 0
     seed_copies: int = 0
     kept: int = 0
-    candidate_pairs: int = 0  # pairs sharing an LSH bucket
+    candidate_pairs: int = 0  # pairs sharing an LSH bucket (counted once per shared band)
     estimated_pairs: int = 0  # of those, with a MinHash estimate near the threshold or above
     confirmed_pairs: int = 0
     params: LshParams | None = None
@@ -656,14 +666,21 @@ class _Dedupe:
         ords = np.concatenate(ord_blocks)
         low = np.concatenate(sig_blocks)
         sig_blocks.clear()
+        floor = self.estimate_floor
+
+        def close(rows: np.ndarray) -> np.ndarray:
+            return estimate_jaccard(low, rows) >= floor
+
         if redis_lsh is not None:
             rows = np.searchsorted(ords, np.array(sorted(set(redis_pairs)), dtype=np.int64))
             rows = rows.reshape(-1, 2)
+            self.result.candidate_pairs = len(rows)
+            rows = rows[close(rows)]
         else:
-            rows = candidate_pairs(np.concatenate(key_blocks))
+            seen = [0]
+            rows = candidate_pairs(np.concatenate(key_blocks), close, seen)
             key_blocks.clear()
-        self.result.candidate_pairs = len(rows)
-        rows = rows[estimate_jaccard(low, rows) >= self.estimate_floor]
+            self.result.candidate_pairs = seen[0]
         return ords[rows]
 
     def _iter_all(self) -> Iterator[tuple[int, _Source, int, str]]:
