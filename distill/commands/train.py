@@ -79,6 +79,14 @@ from distill.runs import Run
 def train(run_dir, student: str, require_review: bool, **opts) -> None:
     """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation)."""
     run = Run.open(run_dir)
+    ctx = click.get_current_context()
+    if (opts.get("attach") or opts.get("cancel")) and ctx.get_parameter_source(
+        "student"
+    ) == click.core.ParameterSource.DEFAULT:
+        # --attach / --cancel act on the run's hosted job without repeating --student
+        trained = run.manifest.get("student", {}).get("base") or ""
+        if trained.startswith("openai:"):
+            student = trained
     ref = parse_model(student)
     if require_review:
         from distill.stages.review import unreviewed_count
