@@ -84,9 +84,9 @@ def train(run_dir, student: str, require_review: bool, **opts) -> None:
         "student"
     ) == click.core.ParameterSource.DEFAULT:
         # --attach / --cancel act on the run's hosted job without repeating --student
-        trained = run.manifest.get("student", {}).get("base") or ""
-        if trained.startswith("openai:"):
-            student = trained
+        last = run.stage("train")
+        if last.get("backend") == "openai" and str(last.get("student", "")).startswith("openai:"):
+            student = last["student"]
     ref = parse_model(student)
     if require_review:
         from distill.stages.review import unreviewed_count
