@@ -129,6 +129,19 @@ def test_planted_near_duplicates_precision_and_recall_at_defaults(tmp_path):
     assert collapsed >= 0.9 * len(groups)
 
 
+def test_worker_processes_give_the_same_output(tmp_path):
+    records, _ = _bench().make_corpus(900, dup_rate=0.2, seed=8)
+    src = write_jsonl(tmp_path / "in.jsonl", records)
+    one = dedupe_file(src, tmp_path / "one.jsonl", DedupeConfig(workers=1, batch_size=100))
+    res = CliRunner().invoke(
+        cli,
+        ["dedupe", "--input", str(src), "--output", str(tmp_path / "two.jsonl"), "--workers", "2"],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "one.jsonl").read_text() == (tmp_path / "two.jsonl").read_text()
+    assert one.near > 50
+
+
 def test_brute_force_reference_agrees_with_python_sets():
     bench = _bench()
     rng = random.Random(5)

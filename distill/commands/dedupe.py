@@ -51,6 +51,13 @@ from distill.commands.options import run_option
     help="Keep the LSH index in Redis (datasketch storage) instead of memory.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Processes that hash examples; 0: every core when the input is over 32 MB.",
+)
+@click.option(
     "--input",
     "input_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -72,6 +79,7 @@ def dedupe(
     seeds: Path | None,
     include_seeds: bool,
     lsh_storage: str | None,
+    workers: int,
     input_path: Path | None,
     output_path: Path | None,
 ) -> None:
@@ -90,6 +98,7 @@ def dedupe(
         ngram=ngram,
         include_seeds=include_seeds,
         lsh_storage=lsh_storage,
+        workers=workers,
     )
     if (input_path is None) != (output_path is None):
         raise UsageError("--input and --output go together: pass both, or neither to use the run")
