@@ -142,3 +142,38 @@ def test_embedded_smollm2_writes_valid_greenleaf_json(style):
     res = asyncio.run(go())
     for r in res:  # each is a valid conversation or a clean InvalidOutput, never a crash
         assert not isinstance(r, Exception) or type(r).__name__ == "InvalidOutput", r
+
+
+def test_generate_with_a_local_teacher_accounts_for_every_plan_point(tiny_model_dir):
+    """A random model writes nonsense: every point must still end up generated or rejected
+    with a reason, through the batched local backend."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from distill.cli import cli
+    from distill.runs import read_jsonl
+
+    root = Path(__file__).resolve().parent.parent
+    res = CliRunner().invoke(
+        cli,
+        [
+            "generate",
+            "--seeds",
+            str(root / "seeds" / "greenleaf.jsonl"),
+            "--n",
+            "3",
+            "--teacher",
+            f"local:{tiny_model_dir}",
+            "--max-reasks",
+            "0",
+            "--name",
+            "tiny",
+        ],  # fmt: skip
+    )
+    assert res.exit_code == 0, res.output
+    out = Path("outputs") / "tiny"
+    gen = list(read_jsonl(out / "generated.jsonl")) if (out / "generated.jsonl").exists() else []
+    rej = list(read_jsonl(out / "rejected.jsonl")) if (out / "rejected.jsonl").exists() else []
+    assert len(gen) + len(rej) == 3
+    assert all(r["stage"] == "generate" and r["reason"] for r in rej)

@@ -657,7 +657,8 @@ def generate(
 def _check_same_plan(run: Run, opts: GenerateOptions, spec: StyleSpec) -> None:
     """Resuming with another --seed or style would mix two plans in one run folder."""
     prev = run.manifest.get("config", {}).get("generate")
-    if not prev or not run.file("generated.jsonl").exists():
+    started = run.file("generated.jsonl").exists() or run.file("rejected.jsonl").exists()
+    if not prev or not started:
         return
     if prev.get("seed") != opts.seed:
         raise RunError(
