@@ -348,6 +348,7 @@ def child(src: Path, out: Path, dump: Path, threshold: float, num_perm: int) -> 
     data = {
         "seconds": seconds,
         "peak_rss_mb": peak_rss_mb(),
+        "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "confirmed": result.confirmed,
         "exact_pairs": result.exact_pairs,
         "removed": result.removed,
@@ -413,6 +414,7 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "baseline_docs_per_s": round(base_dps),
         "speedup": round(ours_dps / base_dps, 1),
         "peak_rss_mb": round(ours["peak_rss_mb"]),
+        "worker_peak_rss_mb": round(ours["workers_peak_rss_mb"]),
         "sample": len(idx),
         "truth_pairs": len(truth),
         "ours_precision": round(ours_p, 4),

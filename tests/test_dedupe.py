@@ -307,6 +307,20 @@ def test_dedupe_bad_json_line_names_file_and_line(tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_a_failed_dedupe_leaves_the_previous_result_and_says_failed(make_run, tmp_path):
+    _, generated = _seeds_and_generated(tmp_path)
+    run = make_run("shop", generated)
+    assert CliRunner().invoke(cli, ["dedupe", "--run", str(run.path)]).exit_code == 0
+    before = run.file("deduped.jsonl").read_text(), run.file("rejected.jsonl").read_text()
+    with open(run.file("generated.jsonl"), "a") as f:
+        f.write("{broken\n")
+    res = CliRunner().invoke(cli, ["dedupe", "--run", str(run.path)])
+    assert res.exit_code == 1 and "generated.jsonl:6: invalid JSON" in res.output
+    after = run.file("deduped.jsonl").read_text(), run.file("rejected.jsonl").read_text()
+    assert after == before
+    assert run.stage("dedupe")["status"] == "failed"
+
+
 def test_standalone_mode_keeps_lines_as_they_are(tmp_path):
     recs = [
         chat("where is my order GL-11111 please", "Sorry! It ships today, here's the link."),

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from distill.errors import InputError, UsageError
+from distill.errors import DistillError, InputError, UsageError
 from distill.records import content_id
 from distill.runs import Run, atomic_write_json, atomic_write_jsonl
 
@@ -1054,8 +1054,12 @@ def dedupe_run(run: Run, config: DedupeConfig, seeds: Path | None = None) -> Ded
     seeds_file = seeds_path_for(run, seeds)
     sources = ([_Source(seeds_file, True)] if seeds_file else []) + [_Source(generated, False)]
     run.record_stage(STAGE, "running")
+    try:
+        job, rows, report = _dedupe(sources, run.file("deduped.jsonl"), config)
+    except DistillError as e:
+        run.record_stage(STAGE, "failed", error=str(e))
+        raise
     drop_stage_rejections(run, STAGE)
-    job, rows, report = _dedupe(sources, run.file("deduped.jsonl"), config)
     if not seeds_file:
         job.result.warnings.append(
             "no seeds file (none in the manifest, no --seeds): near-copies of seeds not checked"

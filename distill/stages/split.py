@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.errors import InputError, UsageError
+from distill.errors import DistillError, InputError, UsageError
 from distill.runs import Run, atomic_write_json, atomic_write_jsonl, read_jsonl
 from distill.stages.dedupe import (
     UnionFind,
@@ -297,7 +297,11 @@ def split_run(run: Run, config: SplitConfig) -> SplitResult:
     kept, dropped = apply_decisions(records, decisions) if decisions else (records, [])
     edited = sum(1 for r in kept if r.get("meta", {}).get("review") == "edit")
     run.record_stage(STAGE, "running")
-    result = split_examples(kept, config)
+    try:
+        result = split_examples(kept, config)
+    except DistillError as e:
+        run.record_stage(STAGE, "failed", error=str(e))
+        raise
     result.review_rejected = dropped
     report = result.report
     report["counts"] = {
