@@ -128,16 +128,19 @@ def _print(result) -> None:  # noqa: ANN001 - DedupeResult, imported lazily
     if result.invalid:
         table.add_row("not chat examples (removed)", str(result.invalid))
     table.add_row("kept", str(result.kept), style="bold")
-    table.add_row(
-        "LSH",
-        f"{p.bands} bands x {p.rows} rows, threshold {p.threshold}, "
-        f"FP {p.false_positive / p.threshold:.1%} / FN {p.false_negative / (1 - p.threshold):.1%}",
-    )
     console = Console()
     console.print(table)
+    console.print(
+        f"MinHash LSH: {p.bands} bands x {p.rows} rows for Jaccard >= {p.threshold}; expected "
+        f"false positives {p.false_positive / p.threshold:.1%}, false negatives "
+        f"{p.false_negative / (1 - p.threshold):.1%} (candidates are then checked exactly)",
+        markup=False,
+    )
+    if result.largest:
+        console.print("largest clusters:", markup=False)
     for c in result.largest[:3]:
         console.print(
-            f"  cluster of {c['size']} kept {c['kept']}: {c['kept_text'][:90]}", markup=False
+            f"  {c['size']} examples, kept {c['kept']}: {c['kept_text'][:40]}...", markup=False
         )
     for w in result.warnings:
         console.print(f"warning: {w}", style="yellow", markup=False)
