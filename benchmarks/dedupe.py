@@ -339,9 +339,11 @@ def parse_size(s: str) -> int:
     return int(float(s.rstrip("km")) * mult)
 
 
-def child(src: Path, out: Path, dump: Path, threshold: float, num_perm: int) -> None:
+def child(
+    src: Path, out: Path, dump: Path, threshold: float, num_perm: int, workers: int = 0
+) -> None:
     """Ours, in a fresh process so its peak RSS is its own."""
-    cfg = DedupeConfig(threshold=threshold, num_perm=num_perm)
+    cfg = DedupeConfig(threshold=threshold, num_perm=num_perm, workers=workers)
     t0 = time.perf_counter()
     result = dedupe_file(src, out, cfg)
     seconds = time.perf_counter() - t0
@@ -354,6 +356,7 @@ def child(src: Path, out: Path, dump: Path, threshold: float, num_perm: int) -> 
         "removed": result.removed,
         "kept": result.kept,
         "candidate_pairs": result.candidate_pairs,
+        "pass_seconds": {k: round(v, 1) for k, v in result.seconds.items()},
     }
     dump.write_text(json.dumps(data))
 
@@ -369,6 +372,7 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     out, dump = workdir / f"deduped-{n}.jsonl", workdir / f"pairs-{n}.json"
     cmd = [sys.executable, __file__, "--child", str(src), str(out), str(dump)]
     cmd += ["--threshold", str(args.threshold), "--num-perm", str(args.num_perm)]
+    cmd += ["--workers", str(args.workers)]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall_s = time.perf_counter() - t0
@@ -422,6 +426,7 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "baseline_precision": round(base_p, 4),
         "baseline_recall": round(base_r, 4),
         "candidate_pairs": ours["candidate_pairs"],
+        "pass_seconds": ours["pass_seconds"],
         "removed": ours["removed"],
         "kept": ours["kept"],
     }
@@ -443,11 +448,12 @@ def main() -> None:
     ap.add_argument(
         "--baseline-docs", type=int, default=5000, help="docs the baseline runs on for docs/s"
     )
+    ap.add_argument("--workers", type=int, default=0, help="dedupe's --workers (0: auto)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("--child", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(*args.child, args.threshold, args.num_perm)
+        child(*args.child, args.threshold, args.num_perm, args.workers)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

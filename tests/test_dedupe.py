@@ -343,6 +343,33 @@ def test_standalone_mode_keeps_lines_as_they_are(tmp_path):
     assert res.exit_code == 2 and "--input and --output go together" in res.output
 
 
+def test_a_chained_near_duplicate_names_its_neighbour_and_the_kept_one(tmp_path):
+    base = (
+        "My monstera arrived this morning with two snapped leaves, soil all over the box and "
+        "a cracked nursery pot. The outer box looked fine, so it must have happened inside. "
+        "Could you send a replacement, or should I try to save this one by repotting it? "
+        "I have photos of the damage if that helps, and the order number is GL-48213."
+    )
+    x = " Also the card for my sister was missing from the parcel."
+    y = " And please do not send it by the slow courier again, thanks."
+    reply = "Oh no, sorry! I've sent a free replacement that ships tomorrow."
+    a, b, c = (chat(u, reply, id=i) for u, i in ((base, "A"), (base + x, "B"), (base + x + y, "C")))
+    sa, sb, sc = shingle_sets([example_text(r["messages"]) for r in (a, b, c)])
+
+    def jac(p, q):
+        return len(np.intersect1d(p, q)) / len(np.union1d(p, q))
+
+    assert jac(sa, sb) >= 0.8 and jac(sb, sc) >= 0.8 and jac(sa, sc) < 0.8
+    src = write_jsonl(tmp_path / "in.jsonl", [a, b, c])
+    result = dedupe_file(src, tmp_path / "out.jsonl", DedupeConfig())
+    assert result.kept == 1 and result.near == 2
+    reasons = {r["id"]: r["reason"] for r in read_jsonl(tmp_path / "out.rejected.jsonl")}
+    assert reasons["B"] == f"near-duplicate of A (jaccard {jac(sa, sb):.2f})"
+    assert reasons["C"] == (
+        f"near-duplicate of B (jaccard {jac(sb, sc):.2f}), in the cluster kept as A"
+    )
+
+
 def test_threshold_flag_changes_what_counts_as_a_duplicate(tmp_path):
     a = chat(
         "My order GL-12345 is late, it was due on Monday and nothing has arrived yet.",

@@ -512,6 +512,7 @@ class DedupeResult:
     confirmed: list[tuple[str, str, float]] = field(default_factory=list)  # (id, id, jaccard)
     exact_pairs: list[tuple[str, str]] = field(default_factory=list)  # (first copy, later copy)
     warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per pass
 
     @property
     def removed(self) -> int:
@@ -761,41 +762,47 @@ class _Dedupe:
     # pass 2 -----------------------------------------------------------------------------------
     def confirm(self, pairs: np.ndarray) -> None:
         """Exact Jaccard for each candidate pair; union-find over the confirmed ones; decide
-        which example each cluster keeps."""
+        which example each cluster keeps.
+
+        Reads the input again in order and parses only the examples in some pair; a pair is
+        compared when its later member is read, and a shingle set is dropped once its last
+        pair is done, so memory holds only the sets still waiting for a partner."""
         self.result.estimated_pairs = len(pairs)
         if len(pairs) == 0:
             return
+        pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
+        later = pairs[:, 1]
         wanted = set(np.unique(pairs).tolist())
+        firsts, counts = np.unique(pairs[:, 0], return_counts=True)
+        waiting = dict(zip(firsts.tolist(), counts.tolist(), strict=True))
         sets: dict[int, np.ndarray] = {}
         snippets: dict[int, str] = {}
         todo_ords: list[int] = []
         todo_texts: list[str] = []
-
-        def flush() -> None:
-            for o, s in zip(todo_ords, shingle_sets(todo_texts, self.cfg.ngram), strict=True):
-                sets[o] = s
-            todo_ords.clear()
-            todo_texts.clear()
-
-        for ordinal, src, lineno, line in self._iter_all():
-            if ordinal in wanted:
-                obj = _parse(src.path, lineno, line)
-                todo_ords.append(ordinal)
-                todo_texts.append(example_text(obj["messages"]))
-                snippets[ordinal] = _snippet(obj["messages"])
-                if len(todo_ords) >= self.cfg.batch_size:
-                    flush()
-        flush()
-
         t = self.cfg.threshold
         uf = UnionFind(0)
         local: dict[int, int] = {}
         members_of: list[int] = []
         edges: dict[int, list[tuple[float, int]]] = {}
-        for a, b in pairs.tolist():
-            j = jaccard(sets[a], sets[b])
-            if j < t:
-                continue
+
+        def flush() -> None:
+            for o, s in zip(todo_ords, shingle_sets(todo_texts, self.cfg.ngram), strict=True):
+                sets[o] = s
+            for o in todo_ords:
+                lo, hi = np.searchsorted(later, [o, o + 1])
+                for a in pairs[lo:hi, 0].tolist():
+                    j = jaccard(sets[a], sets[o])
+                    waiting[a] -= 1
+                    if not waiting[a]:
+                        del sets[a]
+                    if j >= t:
+                        link(a, o, j)
+                if not waiting.get(o):
+                    del sets[o]
+            todo_ords.clear()
+            todo_texts.clear()
+
+        def link(a: int, b: int, j: float) -> None:
             self.result.confirmed_pairs += 1
             self.result.confirmed.append((self.ids[a], self.ids[b], j))
             for o in (a, b):
@@ -807,42 +814,64 @@ class _Dedupe:
             edges.setdefault(a, []).append((j, b))
             edges.setdefault(b, []).append((j, a))
 
+        for ordinal, src, lineno, line in self._iter_all():
+            if ordinal in wanted:
+                obj = _parse(src.path, lineno, line)
+                todo_ords.append(ordinal)
+                todo_texts.append(example_text(obj["messages"]))
+                snippets[ordinal] = _snippet(obj["messages"])
+                if len(todo_ords) >= self.cfg.batch_size:
+                    flush()
+        flush()
+
         for group in uf.groups().values():
             ords = sorted(members_of[g] for g in group)
-            self._settle(ords, sets, edges, snippets)
+            self._settle(ords, edges, snippets)
 
     def _settle(
         self,
         ords: list[int],
-        sets: dict[int, np.ndarray],
         edges: dict[int, list[tuple[float, int]]],
         snippets: dict[int, str],
     ) -> None:
+        """Keep every seed of the cluster, else its first example; the others are removed
+        with the Jaccard to a kept one, or to the neighbour that joined them to the cluster."""
         seeds = [o for o in ords if self.is_seed[o]]
         keep = seeds or [ords[0]]  # rule: every seed, else the first in input order
+        kept = set(keep)
         removed, scores = [], []
         for o in ords:
-            if o in keep:
+            if o in kept:
                 continue
-            best_j, best = max((jaccard(sets[o], sets[k]), k) for k in keep)
-            via = ""
-            if best_j < self.cfg.threshold:
-                link_j, link = max(edges[o])
-                via = f", via {self.ids[link]} at {link_j:.2f}"
+            direct = [(j, k) for j, k in edges[o] if k in kept]
+            if direct:
+                j, k = max(direct)
+                what = (
+                    f"near-copy of seed {self.ids[k]}"
+                    if seeds
+                    else f"near-duplicate of {self.ids[k]}"
+                )
+                self.removed[o] = f"{what} (jaccard {j:.2f})"
+            else:
+                j, k = max(edges[o])
+                where = (
+                    f"a cluster with seed {self.ids[keep[0]]}"
+                    if seeds
+                    else f"the cluster kept as {self.ids[keep[0]]}"
+                )
+                self.removed[o] = f"near-duplicate of {self.ids[k]} (jaccard {j:.2f}), in {where}"
             if seeds:
-                self.removed[o] = f"near-copy of seed {self.ids[best]} (jaccard {best_j:.2f}{via})"
                 self.result.seed_copies += 1
             else:
-                self.removed[o] = f"near-duplicate of {self.ids[best]} (jaccard {best_j:.2f}{via})"
                 self.result.near += 1
             removed.append(o)
-            scores.append(round(best_j, 4))
+            scores.append(round(j, 4))
         cluster = {
             "kind": "near",
             "kept": self.ids[keep[0]],
             "also_kept": [self.ids[k] for k in keep[1:]],
             "removed": [self.ids[o] for o in removed],
-            "jaccard": scores,
+            "jaccard": scores,  # each removed one's Jaccard to the example its reason names
             "size": len(ords),
             "has_seed": bool(seeds),
             "_texts": [snippets.get(o, "") for o in [keep[0], *removed[:3]]],
@@ -1021,12 +1050,20 @@ def _dedupe(
     sources: list[_Source], output: Path, config: DedupeConfig
 ) -> tuple[_Dedupe, list[tuple[dict[str, Any], str, str]], dict[str, Any]]:
     job = _Dedupe(sources, config)
+    seconds = job.result.seconds
+    t0 = time.perf_counter()
     pairs = job.index()
+    seconds["hash_and_index"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     job.confirm(pairs)
+    seconds["confirm"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     rows: list[tuple[dict[str, Any], str, str]] = []
     with _atomic_lines(output) as out:
         job.write(out, rows)
+    seconds["write"] = time.perf_counter() - t0
     report = job.report()
+    report["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return job, rows, report
 
 
