@@ -177,3 +177,14 @@ def test_generate_with_a_local_teacher_accounts_for_every_plan_point(tiny_model_
     rej = list(read_jsonl(out / "rejected.jsonl")) if (out / "rejected.jsonl").exists() else []
     assert len(gen) + len(rej) == 3
     assert all(r["stage"] == "generate" and r["reason"] for r in rej)
+
+
+def test_the_grammar_keeps_field_order_so_the_customer_speaks_first():
+    from distill.backends.structured import schema_text
+
+    class Turn(BaseModel):
+        user: str
+        assistant: str
+
+    text = schema_text(Turn)
+    assert text.index('"user"') < text.index('"assistant"')

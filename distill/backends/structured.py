@@ -37,7 +37,9 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
 
 @cache
 def schema_text(model: type[BaseModel]) -> str:
-    return json.dumps(schema_of(model), sort_keys=True, separators=(",", ":"))
+    """The schema as JSON for grammar compilers. Key order is kept: it is the order a
+    constrained model writes the fields in (the customer's message before the reply)."""
+    return json.dumps(schema_of(model), separators=(",", ":"))
 
 
 @cache

@@ -101,7 +101,7 @@ class Exchange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user: str = Field(min_length=1, max_length=600, description="the customer's message")
+    user: str = Field(min_length=1, max_length=300, description="the customer's message")
     assistant: str = Field(min_length=1, description="the support assistant's reply")
 
 
