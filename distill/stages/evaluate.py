@@ -489,13 +489,24 @@ async def _ask_all(
         return v
 
     probe_msgs = [[{"role": "user", "content": p["prompt"]}] for p in probe]
-    groups = await asyncio.gather(
-        asyncio.gather(*(ask(student, it.context, REPLY_MAX_TOKENS) for it in items)),
-        asyncio.gather(*(ask(base, it.context, REPLY_MAX_TOKENS) for it in items)),
-        asyncio.gather(*(ask(student, m, PROBE_MAX_TOKENS) for m in probe_msgs)),
-        asyncio.gather(*(ask(base, m, PROBE_MAX_TOKENS) for m in probe_msgs)),
-    )
-    s_ans, b_ans, ps_ans, pb_ans = (list(g) for g in groups)
+
+    async def everything(b: Backend) -> tuple[list[Answer], list[Answer]]:
+        replies, probed = await asyncio.gather(
+            asyncio.gather(*(ask(b, it.context, REPLY_MAX_TOKENS) for it in items)),
+            asyncio.gather(*(ask(b, m, PROBE_MAX_TOKENS) for m in probe_msgs)),
+        )
+        return list(replies), list(probed)
+
+    if student.ref.provider == "local" and base.ref.provider == "local":
+        # In-process models share one loaded copy of a base model, and loading a LoRA
+        # adapter patches that copy in place: finish every base call before the student
+        # (and its adapter) loads, so the base answers as itself.
+        b_ans, pb_ans = await everything(base)
+        s_ans, ps_ans = await everything(student)
+    else:
+        (s_ans, ps_ans), (b_ans, pb_ans) = await asyncio.gather(
+            everything(student), everything(base)
+        )
     for name, got in (("student", s_ans + ps_ans), ("base", b_ans + pb_ans)):
         if got and all(a.error for a in got):
             raise _all_failed(name, got)
@@ -760,7 +771,7 @@ def _probe(
     drops: list[float] = []
     by_skill: dict[str, dict[str, list[float]]] = {}
     for item, s, b in zip(probe, student, base, strict=True):
-        row: dict[str, Any] = {"kind": "probe", **{k: item[k] for k in item}}
+        row: dict[str, Any] = {"kind": "probe", "check": "contains", **item}
         for who, a, vals in (("student", s, s_vals), ("base", b, b_vals)):
             row[who] = _reply_row(a)
             if a.text is not None:
