@@ -91,6 +91,7 @@ def test_shipped_probe_items_accept_a_right_answer_and_refuse_a_wrong_one():
 def test_loss_gap_from_a_training_log(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text(
+        '{"step": 0, "epoch": 0, "eval_loss": 1.25}\n'  # the base, before training
         '{"step": 1, "train_loss": 2.0, "eval_loss": 1.5}\n'
         '{"step": 2, "train_loss": 1.0}\n'
         '{"step": 3, "train_loss": 0.5, "eval_loss": 1.75}\n'
@@ -104,7 +105,8 @@ def test_loss_gap_from_a_training_log(tmp_path):
         1.25,
         1.5,
     )
-    log.write_text('{"step": 1, "train_loss": 2.0}\n')
+    assert gap["base_eval_loss"] == 1.25
+    log.write_text('{"step": 0, "eval_loss": 2.0}\n{"step": 1, "train_loss": 2.0}\n')
     assert metrics.loss_gap(log) is None
 
 
@@ -469,6 +471,8 @@ def test_cli_missing_inputs_say_which_command_to_run(make_run):
     assert "no trained student in this run; run `distill train` first" in r.output
     r = CliRunner().invoke(cli, ["eval", "--run", str(run.path), "--student", "fake:x"])
     assert r.exit_code == 2 and "pass --base MODEL" in r.output
+    r = CliRunner().invoke(cli, ["eval", "--run", str(run.path), "--limit", "0"])
+    assert r.exit_code == 2 and "--limit must be at least 1, not 0" in r.output
 
 
 # -- the report in a real browser ---------------------------------------------------------

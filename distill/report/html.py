@@ -258,7 +258,12 @@ def _summary(report: dict[str, Any]) -> str:
     else:
         loss = esc(
             f"train {lg['train_loss']:.3f}, eval {lg['eval_loss']:.3f}, gap {lg['gap']:+.3f} "
-            f"(best eval {lg['best_eval_loss']:.3f})"
+            f"(best eval {lg['best_eval_loss']:.3f}"
+            + (
+                f", before training {lg['base_eval_loss']:.3f})"
+                if lg.get("base_eval_loss") is not None
+                else ")"
+            )
         )
     rows.append(("loss (train vs eval)", loss, "", ""))
     body = "".join(

@@ -332,12 +332,14 @@ def evaluate(
     (default: distill.backends.get_backend). `embedder=None` skips the similarity metric."""
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit}")
     eval_path = run.require("eval.jsonl", "run `distill split` first to hold out an eval set")
     plan = plan_models(run, student, base, judge)
     spec = load_style(run) if style == "run" else style
     records = list(read_jsonl(eval_path))
     if limit is not None:
-        records = records[: max(limit, 0)]
+        records = records[:limit]
     items, skipped = held_out_items(records, spec.system_prompt if spec else None)
     if skipped:
         _reject_once(run, skipped)

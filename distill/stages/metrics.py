@@ -113,10 +113,12 @@ def copied_span(text: str, index: set[tuple[str, ...]], n: int = COPY_NGRAM) -> 
 
 def loss_gap(log_path: Path) -> dict[str, Any] | None:
     """Final train and eval loss from a training log.jsonl and their gap (eval - train);
-    None when the log has no eval loss. Also the best eval loss, to show a rise after it."""
+    None when the log has no eval loss after training began. Also the best eval loss, to
+    show a rise after it, and the eval loss measured before training (the base's), if any."""
     train_loss: float | None = None
     final: dict[str, Any] | None = None
     best: float | None = None
+    before: float | None = None
     try:
         lines = log_path.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -130,13 +132,18 @@ def loss_gap(log_path: Path) -> dict[str, Any] | None:
             continue
         if _finite(rec.get("train_loss")):
             train_loss = float(rec["train_loss"])
-        if _finite(rec.get("eval_loss")):
-            ev = float(rec["eval_loss"])
-            best = ev if best is None else min(best, ev)
-            final = {"train_loss": train_loss, "eval_loss": ev, "best_eval_loss": best}
-    if final is None or final["train_loss"] is None:
+        if not _finite(rec.get("eval_loss")):
+            continue
+        ev = float(rec["eval_loss"])
+        if train_loss is None:  # measured before any training step: the base model
+            before = ev
+            continue
+        best = ev if best is None else min(best, ev)
+        final = {"train_loss": train_loss, "eval_loss": ev, "best_eval_loss": best}
+    if final is None:
         return None
     final["gap"] = final["eval_loss"] - final["train_loss"]
+    final["base_eval_loss"] = before
     final["log"] = str(log_path)
     return final
 
