@@ -360,6 +360,40 @@ def test_no_judge_when_the_teacher_is_local(eval_run):
     assert ev.plan_models(eval_run).judge == "openai:gpt-4o"
 
 
+def test_a_failing_or_absent_judge_skips_only_the_win_rate(eval_run):
+    from distill.errors import BackendError
+
+    backends = fakes()
+    backends["fake:judge"] = FakeBackend(
+        default=lambda m: (_ for _ in ()).throw(BackendError("judge server down"))
+    )
+    report = ev.evaluate(
+        eval_run, judge="fake:judge", backends=backends, embedder=None, probe_path=eval_run.probe
+    )
+    assert report["metrics"]["win_rate"] == {
+        "skipped": "win rate skipped: every judge call failed; the first error: judge server down"
+    }
+    assert report["errors"]["judge"] == 8
+    assert report["metrics"]["style"]["student"]["mean"] == 0.75
+
+    def no_key(spec):
+        raise BackendError("OPENAI_API_KEY is not set")
+
+    eval_run.update_manifest(config={"teacher": "openai:gpt-4o"})
+    report = ev.evaluate(
+        eval_run, backends=fakes(), factory=no_key, embedder=None, probe_path=eval_run.probe
+    )
+    assert report["metrics"]["win_rate"]["skipped"] == (
+        "win rate skipped: the judge openai:gpt-4o is unavailable: OPENAI_API_KEY is not set"
+    )
+    report = ev.evaluate(
+        eval_run, judge="none", backends=fakes(), embedder=None, probe_path=eval_run.probe
+    )
+    assert report["metrics"]["win_rate"]["skipped"] == (
+        "win rate skipped: turned off with --judge none"
+    )
+
+
 def test_failed_calls_are_reported_not_scored(eval_run):
     backends = fakes()
     answer = answering(STUDENT, PROBE_STUDENT)

@@ -18,7 +18,8 @@ from distill.commands.options import run_option
 @click.option(
     "--judge",
     default=None,
-    help="Model that judges student vs base (default: the teacher, unless it is local).",
+    help="Model that judges student vs base (default: the teacher, unless it is local; "
+    "'none' for no judge).",
 )
 @click.option("--base-url", default=None, help="An OpenAI-compatible server for openai: models.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Calls in flight.")

@@ -103,6 +103,8 @@ def plan_models(
                 "(the model the student was fine-tuned from)"
             )
     parse_model(student), parse_model(base)  # a bad string fails now, before any call
+    if judge is not None and judge.strip().lower() in ("none", "off", ""):
+        return Plan(student, base, None, "turned off with --judge none")
     if judge is not None:
         parse_model(judge)
         return Plan(student, base, judge)
@@ -357,7 +359,13 @@ def evaluate(
         return made[spec_]
 
     student_b, base_b = backend(plan.student), backend(plan.base)
-    judge_b = backend(plan.judge) if plan.judge else None
+    judge_b = None
+    if plan.judge:
+        try:
+            judge_b = backend(plan.judge)
+        except DistillError as e:  # the judge is optional: say why it is missing, go on
+            plan.judge_skipped = f"the judge {plan.judge} is unavailable: {e}"
+            plan.judge = None
     calls = CallLog(run.file("calls.sqlite"))
     injected = set(backends or {})
 
@@ -530,8 +538,6 @@ async def _ask_all(
         done += 2 * (len(items) - len(pairs))
         for k, i in enumerate(pairs):
             verdicts[i] = (got_v[2 * k], got_v[2 * k + 1])
-        if got_v and all(isinstance(v, str) for v in got_v):
-            raise _all_failed("judge", [Answer(error=str(v)) for v in got_v])
     return Answers(s_ans, b_ans, ps_ans, pb_ans, verdicts)
 
 
@@ -705,6 +711,9 @@ def _judge(
         if len(pts) == 2:
             judged_both += 1
             consistent += pts[0] == pts[1]
+    if failed and not points:
+        first = next(j["error"] for r in results for j in r.get("judge", []) if "error" in j)
+        return {"skipped": f"win rate skipped: every judge call failed; the first error: {first}"}
     return {
         "judge": plan.judge,
         "student": bootstrap(points).to_dict(),
