@@ -28,6 +28,7 @@ from distill.stages.dedupe import (
     band_keys,
     candidate_pairs,
     drop_stage_rejections,
+    estimate_jaccard,
     example_text,
     recall_params,
     shingle_sets,
@@ -48,9 +49,9 @@ class SplitConfig:
     group_threshold: float = 0.5  # a pair this similar never straddles train and eval
     num_perm: int = 256
     ngram: int = 5
-    # candidates whose MinHash estimate is below this are not compared exactly: a pair at
-    # Jaccard 0.5 estimates below 0.35 with chance ~1e-6 at 256 permutations (and the
-    # leakage check, with independent permutations, would have to miss it too)
+    # candidates whose (8-bit) MinHash estimate is below this are not compared exactly: a
+    # pair at Jaccard 0.5 estimates below 0.35 with chance ~1e-6 at 256 permutations (and
+    # the leakage check, with independent permutations, would have to miss it too)
     estimate_floor: float = 0.35
 
 
@@ -108,19 +109,16 @@ def similar_pairs(
     if len(sets) < 2:
         return []
     params = recall_params(threshold, sigs.shape[0])
-    pairs = candidate_pairs(band_keys(sigs, params.bands, params.rows))
-    if side is not None and len(pairs):
-        pairs = pairs[side[pairs[:, 0]] != side[pairs[:, 1]]]
+    low = np.ascontiguousarray((sigs & np.uint32(0xFF)).astype(np.uint8).T)
+
+    def close(pairs: np.ndarray) -> np.ndarray:
+        keep = estimate_jaccard(low, pairs) >= floor
+        if side is not None:
+            keep &= side[pairs[:, 0]] != side[pairs[:, 1]]
+        return keep
+
     out: list[tuple[int, int, float]] = []
-    rows = np.ascontiguousarray(sigs.T)
-    step = 4096  # pairs per block: two 4096 x num_perm blocks stay in cache
-    need = floor * sigs.shape[0]
-    close: list[np.ndarray] = []
-    for lo in range(0, len(pairs), step):
-        block = pairs[lo : lo + step]
-        same = np.count_nonzero(rows[block[:, 0]] == rows[block[:, 1]], axis=1)
-        close.append(block[same >= need])
-    for i, j in (np.concatenate(close) if close else pairs).tolist():
+    for i, j in candidate_pairs(band_keys(sigs, params.bands, params.rows), close).tolist():
         a, b = sets[i], sets[j]
         inter = len(a & b)
         union = len(a) + len(b) - inter
