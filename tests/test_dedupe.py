@@ -110,6 +110,15 @@ def test_in_memory_banding_finds_the_same_candidates_as_datasketch_lsh():
     assert len(ours) >= 30
 
 
+def test_candidate_pairs_filtered_band_by_band():
+    keys = np.array([[1, 5], [1, 6], [2, 6], [3, 7]], dtype=np.uint64)
+    assert candidate_pairs(keys).tolist() == [[0, 1], [1, 2]]
+    seen = [0]
+    kept = candidate_pairs(keys, lambda p: p[:, 0] == 1, seen)
+    assert kept.tolist() == [[1, 2]] and seen == [2]
+    assert candidate_pairs(keys, lambda p: np.zeros(len(p), dtype=bool)).shape == (0, 2)
+
+
 # -- accuracy vs brute force ------------------------------------------------------------------
 def test_planted_near_duplicates_precision_and_recall_at_defaults(tmp_path):
     bench = _bench()

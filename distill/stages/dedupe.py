@@ -341,7 +341,8 @@ def candidate_pairs(
         return np.empty((0, 2), dtype=np.int64)
     pairs = np.concatenate(found).astype(np.int64)
     code = np.sort(pairs[:, 0] * np.int64(n) + pairs[:, 1])
-    code = code[np.concatenate(([True], code[1:] != code[:-1]))]
+    if len(code) > 1:
+        code = code[np.concatenate(([True], code[1:] != code[:-1]))]
     return np.stack([code // n, code % n], axis=1)
 
 
