@@ -2,9 +2,14 @@
 
 Exact duplicates are found by a hash of the normalised text; near-duplicates by MinHash LSH
 over character n-gram shingles of the normalised user and assistant turns (the system prompt,
-the same everywhere, is left out). Candidate pairs from the LSH are confirmed with the exact
-Jaccard similarity of their shingle sets, joined into clusters by union-find, and one example
-per cluster is kept (a seed if the cluster has one, else the one that comes first in the input).
+the same everywhere, is left out). LSH candidate pairs whose 8-bit (b-bit) MinHash estimate
+is within 4.5 standard deviations of the threshold or above are confirmed with the exact
+Jaccard similarity of their shingle sets, joined into clusters by union-find, and each cluster
+keeps its seeds if it has any, else the example that comes first in the input.
+
+Three streaming passes over the input: hash and index (exact duplicates settled here), confirm
+candidates (only their lines are parsed again), write. Memory holds ~250 bytes per example
+plus the shingle sets of candidates still waiting for their partner.
 
 The MinHash signatures are datasketch's "affine32" MinHash (same permutations, same
 pre-mix), computed for a whole batch of documents with numpy instead of one `update()` per
