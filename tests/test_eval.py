@@ -356,8 +356,12 @@ def test_no_judge_when_the_teacher_is_local(eval_run):
     report = ev.evaluate(eval_run, backends=fakes(), embedder=None, probe_path=eval_run.probe)
     assert report["judge"] is None
     assert "pass --judge MODEL" in report["metrics"]["win_rate"]["skipped"]
-    eval_run.update_manifest(config={"teacher": "openai:gpt-4o"})
-    assert ev.plan_models(eval_run).judge == "openai:gpt-4o"
+    eval_run.update_manifest(
+        config={"teacher": "openai:gpt-4o", "generate": {"base_url": "http://127.0.0.1:9/v1"}}
+    )
+    plan = ev.plan_models(eval_run)
+    assert (plan.judge, plan.judge_base_url) == ("openai:gpt-4o", "http://127.0.0.1:9/v1")
+    assert ev.plan_models(eval_run, judge="openai:gpt-4o-mini").judge_base_url is None
 
 
 def test_a_failing_or_absent_judge_skips_only_the_win_rate(eval_run):

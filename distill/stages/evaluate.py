@@ -15,7 +15,7 @@ import os
 import re
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -75,7 +75,7 @@ class Plan:
     base: str
     judge: str | None
     judge_skipped: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    judge_base_url: str | None = None  # the teacher's server, when the teacher judges
 
 
 # -- choosing models ----------------------------------------------------------------------
@@ -112,7 +112,8 @@ def plan_models(
     if teacher:
         ref = parse_model(teacher)
         if ref.provider not in ("local", "fake"):
-            return Plan(student, base, teacher)
+            served = ((m.get("config") or {}).get("generate") or {}).get("base_url")
+            return Plan(student, base, teacher, judge_base_url=served)
         return Plan(
             student,
             base,
@@ -353,16 +354,16 @@ def evaluate(
 
     made = dict(backends or {})
 
-    def backend(spec_: str) -> Backend:
+    def backend(spec_: str, url: str | None = base_url) -> Backend:
         if spec_ not in made:
-            made[spec_] = (factory or _default_factory(base_url))(spec_)
+            made[spec_] = (factory or _default_factory(url))(spec_)
         return made[spec_]
 
     student_b, base_b = backend(plan.student), backend(plan.base)
     judge_b = None
     if plan.judge:
         try:
-            judge_b = backend(plan.judge)
+            judge_b = backend(plan.judge, base_url or plan.judge_base_url)
         except DistillError as e:  # the judge is optional: say why it is missing, go on
             plan.judge_skipped = f"the judge {plan.judge} is unavailable: {e}"
             plan.judge = None
