@@ -145,6 +145,15 @@ def test_prompt_shows_the_closest_seed_first_and_rotates_the_rest(style):
             "role-swap",
         ),
         ([{"user": "Where?", "assistant": "The parcel is at the depot."}], "warm-opening"),
+        (
+            [
+                {
+                    "user": "The customer asks about a refund.",
+                    "assistant": "Sorry! I've refunded it.",
+                }
+            ],
+            "narrates",
+        ),
     ],
 )
 def test_conversation_type_carries_the_style_rules(style, exchanges, problem):

@@ -173,6 +173,7 @@ _AGENT_VOICE = re.compile(
     r"(?i)(how can i help|how may i help|how can i assist|how may i assist|"
     r"greenleaf support here|thanks for contacting|thank you for contacting)"
 )
+_NARRATION = re.compile(r"(?i)\bthe (customer|assistant|support agent)\b")
 _STOP = {"and", "the", "for", "with", "from", "into", "about", "question", "changes", "advice"}
 
 
@@ -200,6 +201,10 @@ def conversation_problems(
             problems.append(
                 f"exchange {i}: role-swap: the assistant reply talks like the customer "
                 f"({m.group(0)!r}); the assistant is the support agent"
+            )
+        if _NARRATION.search(user) or _NARRATION.search(reply):
+            problems.append(
+                f"exchange {i}: narrates ('the customer ...') instead of writing the chat itself"
             )
         if reply.lower() in seen:
             problems.append(f"exchange {i}: repeats an earlier reply word for word")
