@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -400,36 +401,41 @@ def test_threshold_flag_changes_what_counts_as_a_duplicate(tmp_path):
 
 
 # -- redis -------------------------------------------------------------------------------------
-@pytest.fixture
-def redis_url():
+@contextmanager
+def redis_server(password: str | None = None):
+    """A real redis-server on a loopback ephemeral port, no persistence; yields (url, client)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server not installed (Debian: apt-get install redis-server)")
+    import redis
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if password:
+        args += ["--requirepass", password]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password)
     try:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("redis-server did not start")
         yield f"redis://127.0.0.1:{port}", client
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url():
+    with redis_server() as server:
+        yield server
 
 
 def test_redis_lsh_storage_gives_the_same_result_and_cleans_up(tmp_path, redis_url):
@@ -458,6 +464,23 @@ def test_redis_lsh_storage_gives_the_same_result_and_cleans_up(tmp_path, redis_u
     assert client.dbsize() == 0  # the index keys were removed after the run
 
 
+def test_redis_password_comes_from_the_environment(tmp_path, monkeypatch):
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [chat("hello there friend", "hi! how can i help?")] * 2
+    )
+    with redis_server(password="s3cret-pw") as (url, client):
+        out = tmp_path / "o.jsonl"
+        args = ["dedupe", "--input", str(src), "--output", str(out), "--lsh-storage", url]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2 and "cannot use Redis" in res.output
+        monkeypatch.setenv("REDIS_PASSWORD", "s3cret-pw")
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        assert len(out.read_text().splitlines()) == 1
+        assert "s3cret-pw" not in (tmp_path / "o.dedupe_report.json").read_text()
+        assert client.dbsize() == 0
+
+
 def test_unreachable_redis_is_one_line(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [chat("hello there friend", "hi! how can i help?")])
     with socket.socket() as s:
@@ -476,4 +499,4 @@ def test_unreachable_redis_is_one_line(tmp_path):
         ],
     )
     assert res.exit_code == 2
-    assert "cannot reach Redis" in res.output and len(res.output.strip().splitlines()) == 1
+    assert "cannot use Redis" in res.output and len(res.output.strip().splitlines()) == 1

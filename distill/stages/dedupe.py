@@ -399,11 +399,13 @@ class RedisLsh:
 
         self.url = url
         host, port, db = parse_redis_url(url)
+        # a password comes from the URL or, better, the REDIS_PASSWORD environment variable
+        password = urlparse(url).password or os.environ.get("REDIS_PASSWORD") or None
         self.basename = f"distill-{os.getpid()}-{secrets.token_hex(4)}".encode()
         self.config = {
             "type": "redis",
             "basename": self.basename,
-            "redis": {"host": host, "port": port, "db": db},
+            "redis": {"host": host, "port": port, "db": db, "password": password},
         }
         self.perms = permutations(params.num_perm, seed)
         self.seed = seed
@@ -413,7 +415,12 @@ class RedisLsh:
             from redis.retry import Retry
 
             self.client = redis.Redis(
-                host=host, port=port, db=db, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+                host=host,
+                port=port,
+                db=db,
+                password=password,
+                socket_connect_timeout=5,
+                retry=Retry(NoBackoff(), 0),
             )
             self.client.ping()
             self.lsh = MinHashLSH(
@@ -427,8 +434,8 @@ class RedisLsh:
             ) from None
         except Exception as e:  # redis.ConnectionError and friends
             raise UsageError(
-                f"--lsh-storage {url}: cannot reach Redis ({type(e).__name__}: {e}); "
-                "start redis-server there or drop --lsh-storage"
+                f"--lsh-storage {_redact(url)}: cannot use Redis ({type(e).__name__}: {e}); "
+                "start redis-server there (password: REDIS_PASSWORD) or drop --lsh-storage"
             ) from None
 
     def add_batch(self, ordinals: list[int], sigs: np.ndarray) -> list[tuple[int, int]]:
@@ -468,12 +475,12 @@ class RedisLsh:
 def parse_redis_url(url: str) -> tuple[str, int, int]:
     u = urlparse(url)
     if u.scheme != "redis" or not u.hostname:
-        raise UsageError(f"--lsh-storage {url}: expected redis://HOST:PORT[/DB]")
+        raise UsageError(f"--lsh-storage {_redact(url)}: expected redis://HOST:PORT[/DB]")
     try:
         port = u.port or 6379
         db = int(u.path.strip("/") or 0)
     except ValueError:
-        raise UsageError(f"--lsh-storage {url}: expected redis://HOST:PORT[/DB]") from None
+        raise UsageError(f"--lsh-storage {_redact(url)}: expected redis://HOST:PORT[/DB]") from None
     return u.hostname, port, db
 
 
