@@ -35,7 +35,7 @@ from distill.errors import BackendError, BudgetExceeded, InputError, RunError, U
 from distill.models import DEFAULT_TEACHER, inference_price, parse_model
 from distill.records import Example
 from distill.runs import Run, append_jsonl, read_jsonl, sha256_file, sha256_text
-from distill.style import Axes, StyleSpec
+from distill.style import Axes, StyleSpec, count_words
 
 STAGE = "generate"
 PROMPT_NAMES = ("teacher_system", "generate", "reask", "axes")
@@ -173,6 +173,10 @@ _AGENT_VOICE = re.compile(
     r"(?i)(how can i help|how may i help|how can i assist|how may i assist|"
     r"greenleaf support here|thanks for contacting|thank you for contacting)"
 )
+_AGENT_APOLOGY = re.compile(
+    r"(?i)^\W*(i'm (really |so )?sorry|so sorry|sorry)[^.!?]*\b(i'll|i've|we'll|we've)\b"
+)
+_LOOP = re.compile(r"(?i)\b(\w+)(\W+\1\b){2,}")
 _NARRATION = re.compile(r"(?i)\bthe (customer|assistant|support agent)\b")
 _STOP = {"and", "the", "for", "with", "from", "into", "about", "question", "changes", "advice"}
 
@@ -191,8 +195,14 @@ def conversation_problems(
     seen: set[str] = set()
     for i, ex in enumerate(exchanges, 1):
         user, reply = ex.user.strip(), ex.assistant.strip()
-        if not user:
-            problems.append(f"exchange {i}: the customer's message is empty")
+        if count_words(user) < 3:
+            problems.append(f"exchange {i}: the customer's message needs at least 3 words")
+        if _AGENT_APOLOGY.search(user):
+            problems.append(
+                f"exchange {i}: role-swap: the customer apologises and promises like the agent"
+            )
+        if m := _LOOP.search(f"{user} {reply}"):
+            problems.append(f"exchange {i}: repeats itself ({m.group(0)!r})")
         if _AGENT_VOICE.search(user):
             problems.append(
                 f"exchange {i}: role-swap: the customer's message talks like the support agent"
