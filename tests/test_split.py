@@ -109,6 +109,17 @@ def test_seeds_stay_in_train():
     assert len(result.eval) > 0
 
 
+def test_seeds_without_topics_do_not_starve_the_eval_split():
+    """19 topic-less seeds + 5 generated examples: some of the generated ones are held out,
+    instead of a quota assigned to seeds that may never be held out."""
+    records = corpus(60)[:24]
+    for r in records[:19]:
+        r["meta"] = {"source": "seed"}
+    result = split_examples(records, SplitConfig(eval_size=0.1, seed=0))
+    assert len(result.eval) >= 1
+    assert not [r for r in result.eval if r["meta"].get("source") == "seed"]
+
+
 def test_parse_eval_size():
     assert parse_eval_size("0.1") == 0.1 and parse_eval_size("50") == 50
     for bad in ("0", "1.0", "-3", "ten"):

@@ -228,7 +228,11 @@ def _assign(
     groups = uf.groups()
     topics = [_topic(r) for r in records]
     totals = Counter(topics)
-    exact = {t: target * c / n for t, c in totals.items()}
+    # quotas follow the topics of the examples that may be held out (seeds always train)
+    eligible = Counter(t for t, r in zip(topics, records, strict=True) if not _is_seed(r))
+    n_eligible = sum(eligible.values()) or 1
+    target = min(target, sum(eligible.values()))
+    exact = {t: target * eligible.get(t, 0) / n_eligible for t in totals}
     quota = {t: int(q) for t, q in exact.items()}
     for t in sorted(exact, key=lambda t: (-(exact[t] - quota[t]), t))[
         : target - sum(quota.values())

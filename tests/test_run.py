@@ -1,0 +1,109 @@
+"""`distill run`: the whole pipeline from seeds to report, with a loopback OpenAI-compatible
+teacher and a tiny local student; a rerun skips every stage that is current."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SEEDS, STYLE
+
+
+def _responder(body: dict) -> str:
+    from fake_openai_server import request_schema, schema_instance
+    from test_generate import good_answer
+
+    schema = request_schema(body) or {}
+    if "exchanges" in json.dumps(schema):
+        return json.dumps(good_answer(body["messages"]))
+    if schema:
+        return json.dumps(schema_instance(schema))
+    return "So sorry about that! I've sorted it and you'll hear from us within the hour."
+
+
+def _distill(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_run_end_to_end_then_rerun_skips_current_stages(tmp_path, tiny_model_dir):
+    from fake_openai_server import FakeOpenAIServer
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "greenleaf.jsonl").write_text(SEEDS.read_text())
+    (seeds / "greenleaf.style.toml").write_text(STYLE.read_text())
+    out = tmp_path / "outputs"
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-test-e2e",
+        "DISTILL_OUTPUTS": str(out),
+        "DISTILL_CACHE": str(tmp_path / "cache"),
+    }
+    with FakeOpenAIServer(_responder) as server:
+        args = [
+            "run",
+            "--seeds",
+            "seeds/greenleaf.jsonl",
+            "--teacher",
+            "openai:gpt-4o-mini",
+            "--base-url",
+            server.url,
+            "--student",
+            f"local:{tiny_model_dir}",
+            "--n",
+            "30",
+            "--epochs",
+            "2",
+        ]
+        first = _distill(args, env, tmp_path)
+        assert first.returncode == 0, first.stderr[-3000:]
+        run = out / "greenleaf"
+        for name in ("generated.jsonl", "deduped.jsonl", "train.jsonl", "eval.jsonl"):
+            assert (run / name).stat().st_size > 0, name
+        reports = list(run.glob("eval/*/report.html"))
+        assert reports and f"Report: {reports[0]}" in first.stdout
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert {"generate", "dedupe", "split", "train", "eval"} <= set(manifest["stages"])
+        calls_before = server.counts["requests"]
+
+        second = _distill(args, env, tmp_path)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert second.stderr.count("up to date, skipped") == 5
+        assert server.counts["requests"] == calls_before  # nothing re-sent
+
+    assert "sk-test-e2e" not in first.stdout + first.stderr
+    for f in run.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".html", ".txt"):
+            assert "sk-test-e2e" not in f.read_text(errors="ignore"), f
+
+
+def test_run_with_missing_seeds_is_one_line(tmp_path):
+    r = _distill(["run", "--seeds", "nope.jsonl"], dict(os.environ), tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "nope.jsonl" in r.stderr
+
+
+@pytest.mark.slow
+def test_embedded_demo_runs_offline(tmp_path):
+    """The README demo: embedded teacher and student, no key, no server."""
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "greenleaf.jsonl").write_text(SEEDS.read_text())
+    (seeds / "greenleaf.style.toml").write_text(STYLE.read_text())
+    env = {**os.environ, "DISTILL_OUTPUTS": str(tmp_path / "outputs")}
+    env.pop("OPENAI_API_KEY", None)
+    r = _distill(["run", "--seeds", "seeds/greenleaf.jsonl", "--n", "8", "--epochs", "1"], env, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Report:" in r.stdout
