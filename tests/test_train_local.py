@@ -43,8 +43,11 @@ def conversations(n: int, offset: int = 0) -> list[dict]:
 
 @pytest.fixture
 def run_folder(make_run):
-    """A run with train.jsonl (16) and eval.jsonl (4), as `distill split` leaves it."""
-    return make_run("shop", train__jsonl=conversations(16), eval__jsonl=conversations(4, 16))
+    """A run with train.jsonl (16, plus one with nothing to learn) and eval.jsonl (4)."""
+    silent = conversations(1, 30)[0]
+    silent["messages"][-1]["weight"] = 0
+    train = conversations(16) + [silent]
+    return make_run("shop", train__jsonl=train, eval__jsonl=conversations(4, 16))
 
 
 FAST = ["--epochs", "3", "--lr", "1e-2", "--batch-tokens", "256", "--device", "cpu"]
@@ -142,12 +145,22 @@ def test_train_cli_writes_adapter_log_modelfile_and_manifest(run_folder, tiny_mo
     assert len(stage["adapter_sha256"]) == 64
     assert run_folder.manifest["student"]["model"] == stage["student_model"]
     assert not (out / "checkpoint").exists()
+    rejected = [json.loads(x) for x in run_folder.file("rejected.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["reason"]) for r in rejected] == [
+        ("train", "every assistant message has weight 0")
+    ]
 
     # unchanged inputs: reported as done, not redone
     again = invoke(run_folder, tiny_model_dir)
     assert again.exit_code == 0, again.output
     assert "already trained" in again.output
     assert (out / "log.jsonl").read_text().count("\n") == len(rows)
+    # --merge afterwards merges the saved adapter without training again
+    merged = invoke(run_folder, tiny_model_dir, "--merge")
+    assert merged.exit_code == 0, merged.output
+    assert "already trained" in merged.output
+    assert (out / "merged" / "config.json").exists()
+    assert run_folder.stage("train")["merged"] == str((out / "merged").resolve())
 
 
 def test_adapter_reload_and_merged_model_reproduce_the_trained_model(run_folder, tiny_model_dir):

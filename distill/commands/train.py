@@ -73,7 +73,7 @@ from distill.runs import Run
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16"]),
     default=None,
-    help="Local: bf16 autocast where the hardware has it (auto), or force fp32/bf16.",
+    help="Local: auto = bf16 autocast on a GPU with bfloat16, fp32 on CPU.",
 )
 @click.option("--merge", is_flag=True, help="Local: also write a merged model.")
 def train(run_dir, student: str, require_review: bool, **opts) -> None:

@@ -55,8 +55,8 @@ class LocalTrainConfig:
     lora_dropout: float = 0.05
     target_modules: str = "all-linear"
     batch_tokens: int = 1024  # padded tokens per optimiser step (~8 short chats)
-    micro_batch_tokens: int = 1024  # padded tokens per forward pass (memory bound)
-    precision: str = "fp32"  # or bf16: autocast matmuls to bfloat16 (CUDA, CPUs with AVX512-BF16)
+    micro_batch_tokens: int = 512  # padded tokens per forward pass (bounds activation memory)
+    precision: str = "fp32"  # or bf16: autocast matmuls to bfloat16
     max_seq_len: int = 1024
     patience: int = 1
     seed: int = 0
@@ -308,7 +308,9 @@ def add_lora(model: Any, cfg: LocalTrainConfig) -> Any:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """auto -> bf16 where the hardware does bfloat16 matmuls natively, else fp32."""
+    """auto -> bf16 on a GPU with bfloat16, else fp32. On CPU, even with AVX512-BF16,
+    benchmarks/train_local.py measured bf16 autocast no faster for a 135M model and its
+    eval loss worse after one epoch, so CPU stays fp32 unless asked."""
     if precision not in ("auto", "fp32", "bf16"):
         raise UsageError(f"precision {precision!r}: use auto, fp32 or bf16")
     if precision != "auto":
@@ -317,11 +319,6 @@ def resolve_precision(precision: str, device: str) -> str:
 
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device == "cpu" and torch.backends.mkldnn.is_available():
-        try:
-            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-        except (AttributeError, RuntimeError):
-            return "fp32"
     return "fp32"
 
 
@@ -504,7 +501,7 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
         checkpoint_seconds=float(opt("checkpoint_seconds", 120.0)),
         checkpoint_every=int(opt("checkpoint_every", 0)),
     )
-    cfg.micro_batch_tokens = int(opt("micro_batch_tokens", min(cfg.batch_tokens, 1024)))
+    cfg.micro_batch_tokens = int(opt("micro_batch_tokens", min(cfg.batch_tokens, 512)))
     for label, value, low in (
         ("--epochs", cfg.epochs, 1),
         ("--lora-r", cfg.lora_r, 1),
@@ -541,6 +538,11 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
     # 3. already done with these inputs? report, do not redo
     done = _finished(out, key)
     if done is not None:
+        if opts.get("merge") and not (out / "merged" / "config.json").exists():
+            done["merged"] = str(_merge_saved(out, base_dir))
+            console.print(f"merged model: {done['merged']}", soft_wrap=True)
+        run.record_stage("train", "done", **done)
+        run.update_manifest(student={"model": done["student_model"], "base": f"local:{name}"})
         console.print(
             f"already trained: {out / 'adapter'} (train/eval files and settings unchanged; "
             f"delete {out} to train again)",
@@ -559,9 +561,10 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
     train_data, dropped = encode_all(tok, train_msgs, cfg.max_seq_len)
     eval_data, eval_dropped = encode_all(tok, eval_msgs, cfg.max_seq_len)
     if dropped or eval_dropped:
-        rows = [({"messages": train_msgs[i]}, "train", why) for i, why in dropped]
-        rows += [({"messages": eval_msgs[i]}, "train", f"eval: {why}") for i, why in eval_dropped]
-        run.reject(rows)
+        rows = [(_record(train_msgs[i]), "train", why) for i, why in dropped]
+        rows += [(_record(eval_msgs[i]), "train", f"eval: {why}") for i, why in eval_dropped]
+        if not (ckpt_dir / "state.pt").exists():  # a resumed run rejected them already
+            run.reject(rows)
         console.print(
             f"note: {len(rows)} example(s) cannot be trained on with {name}'s chat template; "
             "reasons in rejected.jsonl"
@@ -586,7 +589,14 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
     )
     run.record_stage("train", "running", student=f"local:{name}", base=f"local:{name}")
 
-    summary = _train(console, cfg, base_dir, tok, train_data, eval_data, out, ckpt_dir, key, opts)
+    try:
+        summary = _train(
+            console, cfg, base_dir, tok, train_data, eval_data, out, ckpt_dir, key, opts
+        )
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+        run.record_stage("train", status, error=f"{type(e).__name__}: {e}"[:300])
+        raise
 
     # 5. outputs: adapter (best epoch), Modelfile, loss curve, manifest
     adapter = (out / "adapter").resolve()
@@ -621,6 +631,26 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
     console.print(f"adapter: {adapter}", soft_wrap=True)
     _print_ollama(console, run, name, out)
     return result
+
+
+def _merge_saved(out: Path, base_dir: Path) -> Path:
+    """merged/ from a finished run's adapter (for --merge after the training)."""
+    peft = require("peft", "local", "merging a LoRA adapter")
+    from distill import local_model
+
+    model, tok = local_model.load(str(base_dir))
+    merged = peft.PeftModel.from_pretrained(model, str(out / "adapter")).merge_and_unload()
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".merged."))
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    _replace_dir(tmp, out / "merged")
+    return (out / "merged").resolve()
+
+
+def _record(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    from distill.records import content_id
+
+    return {"id": content_id(messages), "messages": messages}
 
 
 def _fmt(x: float | None) -> str:
