@@ -162,6 +162,7 @@ def local(args: argparse.Namespace) -> None:
         name="bench-local",
         concurrency=args.concurrency,
         max_reasks=args.max_reasks,
+        topic_check=not args.no_topic_check,
         outputs=out,
     )
     from distill.local_model import load_cached
@@ -178,7 +179,8 @@ def local(args: argparse.Namespace) -> None:
     calls = p.calls
     print(
         f"teacher {args.teacher} on CPU ({os.cpu_count()} cores), n={p.total}, batch "
-        f"{min(8, args.concurrency)}, max re-asks {args.max_reasks}; load {load_s:.1f} s"
+        f"{min(8, args.concurrency)}, max re-asks {args.max_reasks}, topic check "
+        f"{'off' if args.no_topic_check else 'on'}; load {load_s:.1f} s"
     )
     print(
         f"{wall / p.total:6.1f} s per planned example, {wall / max(1, p.generated):6.1f} s per "
@@ -210,6 +212,7 @@ def main() -> None:
     loc.add_argument("--teacher", default="local:smollm2-135m")
     loc.add_argument("--concurrency", type=int, default=8)
     loc.add_argument("--max-reasks", type=int, default=2)
+    loc.add_argument("--no-topic-check", action="store_true")
     args = ap.parse_args()
     http(args) if args.part == "http" else local(args)
 

@@ -517,3 +517,32 @@ def test_local_teachers_get_a_grammar_pattern_that_starts_replies_in_the_voice(s
         model.model_validate(
             {"exchanges": [{"user": "Hi", "assistant": "It ships tomorrow, check email."}]}
         )
+
+
+def test_a_near_copy_of_a_shown_example_counts_as_a_copy(style):
+    from distill.stages.generate import copied_example
+
+    seeds = [Seed([{"user": SEEDS[1][0], "assistant": SEEDS[1][1]}], "")]
+    model = ConversationTypes(style).get(1)
+    near = model.model_validate(
+        {
+            "exchanges": [
+                {
+                    "user": "How often should I water my new monstera?",
+                    "assistant": "Great! I'll email you our watering guide now.",
+                }
+            ]
+        }
+    )
+    assert copied_example(near, seeds) is not None
+    fresh = model.model_validate(
+        {
+            "exchanges": [
+                {
+                    "user": "Can I put a cactus in the bathroom?",
+                    "assistant": "Great! I'll email you our light guide now.",
+                }
+            ]
+        }
+    )
+    assert copied_example(fresh, seeds) is None

@@ -361,14 +361,20 @@ def build_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}], examples
 
 
-def copied_example(value: Any, examples: list[Seed]) -> str | None:
-    """A problem message when the reply copies a shown example instead of writing a new one."""
-    norm = lambda s: " ".join(s.lower().split())  # noqa: E731
-    shown = {norm(p["user"]) for s in examples for p in s.exchanges}
-    shown |= {norm(p["assistant"]) for s in examples for p in s.exchanges}
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def copied_example(value: Any, examples: list[Seed], threshold: float = 0.7) -> str | None:
+    """A problem message when a turn (nearly) copies a shown example: 70 % or more of its
+    words shared (Jaccard) with a message of the example."""
+    shown = [_words(p[k]) for s in examples for p in s.exchanges for k in ("user", "assistant")]
     for i, ex in enumerate(value.exchanges, 1):
-        if norm(ex.user) in shown or norm(ex.assistant) in shown:
-            return f"exchange {i} copies an example chat; write a new one for the topic asked"
+        for text in (ex.user, ex.assistant):
+            words = _words(text)
+            for other in shown:
+                if words and other and len(words & other) / len(words | other) >= threshold:
+                    return f"exchange {i} copies an example chat; write a new one for the topic"
     return None
 
 
