@@ -35,8 +35,10 @@ def get_backend(
     ollama: rpm, tpm; local: device, batch_size."""
     ref = parse_model(model)
     opts = {k: v for k, v in opts.items() if v is not None}
-    if ref.provider == "fake":
-        return FakeBackend(name=ref.name, **{k: v for k, v in opts.items() if k == "answers"})
+    if ref.provider == "fake":  # for tests and dry pipeline runs: answers "fake reply"
+        return FakeBackend(
+            opts.get("answers"), default=opts.get("default", _fake_reply), name=ref.name
+        )
     if ref.provider == "openai":
         from distill.backends.openai_backend import OpenAIBackend
 
@@ -61,6 +63,10 @@ def get_backend(
 
     keep = {"device", "batch_size", "batch_wait_s", "default_max_tokens"}
     return LocalBackend(ref.name, **{k: v for k, v in opts.items() if k in keep})
+
+
+def _fake_reply(messages: list[dict[str, Any]]) -> str:
+    return "fake reply"
 
 
 async def close_backend(backend: Any) -> None:
