@@ -5,22 +5,42 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SEEDS, STYLE
+
+WORDS = (
+    "monstera fern cactus pothos orchid basil ivy palm succulent bonsai parcel courier box "
+    "refund voucher code address invoice subscription gift card soil pot drainage leaf stem "
+    "Monday Friday tomorrow tonight morning weekend Berlin Leeds Paris Dublin Madrid"
+).split()
+
+
+def _varied(seed: str, k: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.sample(WORDS, k))
 
 
 def _responder(body: dict) -> str:
+    """A teacher that writes on-voice, mutually different conversations for any plan point."""
     from fake_openai_server import request_schema, schema_instance
     from test_generate import good_answer
 
     schema = request_schema(body) or {}
     if "exchanges" in json.dumps(schema):
-        return json.dumps(good_answer(body["messages"]))
+        answer = good_answer(body["messages"])
+        key = json.dumps(body["messages"])
+        for i, ex in enumerate(answer["exchanges"]):
+            ex["user"] += " " + _varied(f"u{i}{key}", 8)
+            ex["assistant"] = (
+                f"Thanks for asking! I've sorted the {_varied(f'a{i}{key}', 6)}; "
+                "you'll get an email within the hour."
+            )
+        return json.dumps(answer)
     if schema:
         return json.dumps(schema_instance(schema))
     return "So sorry about that! I've sorted it and you'll hear from us within the hour."
@@ -104,6 +124,8 @@ def test_embedded_demo_runs_offline(tmp_path):
     (seeds / "greenleaf.style.toml").write_text(STYLE.read_text())
     env = {**os.environ, "DISTILL_OUTPUTS": str(tmp_path / "outputs")}
     env.pop("OPENAI_API_KEY", None)
-    r = _distill(["run", "--seeds", "seeds/greenleaf.jsonl", "--n", "8", "--epochs", "1"], env, tmp_path)
+    r = _distill(
+        ["run", "--seeds", "seeds/greenleaf.jsonl", "--n", "8", "--epochs", "1"], env, tmp_path
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Report:" in r.stdout

@@ -348,7 +348,9 @@ def evaluate(
         _reject_once(run, skipped)
     if not items:
         raise InputError(
-            f"{eval_path}: no example with an assistant reply to hold out; rerun `distill split`"
+            f"{eval_path}: no example with an assistant reply to hold out (split_report.json "
+            "says why: seeds and their near-duplicates always train); generate more varied "
+            "examples (`distill generate --n ...`) or raise `distill split --eval-size`"
         )
     probe = load_probe(probe_path)
 
