@@ -99,6 +99,13 @@ def default_responder(body: dict[str, Any]) -> str:
     return json.dumps(schema_instance(schema))
 
 
+_REPLIES = [
+    "Happy to help with {topic}! I've sorted it, expect an email within the hour (ref {tag}).",
+    "Thanks for waiting! Just reply here with a photo and we'll take it from there today.",
+    "Of course! You can change it under My account, and I've added a note for the team.",
+]
+
+
 def conversation_responder(body: dict[str, Any]) -> str:
     """A GreenLeaf-style chat for `distill generate`'s output type (any number of exchanges),
     different for every prompt; other schemas get the default answer."""
@@ -115,8 +122,7 @@ def conversation_responder(body: dict[str, Any]) -> str:
             "exchanges": [
                 {
                     "user": f"Hi, a question about {topic} (case {tag}-{i}).",
-                    "assistant": f"Happy to help with {topic}! I've sorted it, and you'll get "
-                    f"an email within the hour (ref {tag}-{i}).",
+                    "assistant": _REPLIES[i % len(_REPLIES)].format(topic=topic, tag=tag),
                 }
                 for i in range(turns)
             ]

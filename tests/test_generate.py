@@ -72,6 +72,13 @@ def point_of(messages) -> dict:
     return {"topic": get("Topic"), "persona": get("The customer"), "turns": turns}
 
 
+REPLIES = [
+    "Happy to help with your {topic} question! I've sorted it; expect an email within the hour.",
+    "Thanks for waiting! Just reply here with a photo and we'll take it from there today.",
+    "Of course! You can change it under My account, and I've added a note for the team.",
+]
+
+
 def good_answer(messages) -> dict:
     """A valid conversation for whatever point is asked, unique per prompt."""
     p = point_of(messages)
@@ -80,8 +87,7 @@ def good_answer(messages) -> dict:
         "exchanges": [
             {
                 "user": f"Hi, question about {p['topic']} from a {p['persona']} ({tag}-{i})",
-                "assistant": f"Happy to help with your {p['topic']} question! I've sorted it; "
-                f"you'll get an email within the hour (ref {tag}-{i}).",
+                "assistant": REPLIES[i].format(topic=p["topic"]) + f" Ref {tag}.",
             }
             for i in range(p["turns"])
         ]

@@ -181,6 +181,10 @@ _NARRATION = re.compile(r"(?i)\bthe (customer|assistant|support agent)\b")
 _STOP = {"and", "the", "for", "with", "from", "into", "about", "question", "changes", "advice"}
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
 def topic_keys(topic: str) -> list[str]:
     """Word stems that show a conversation is about `topic` (first 5 letters of each word)."""
     words = re.findall(r"[a-z]+", topic.lower())
@@ -192,7 +196,7 @@ def conversation_problems(
 ) -> list[str]:
     """Every way a generated conversation breaks the spec; empty when it passes."""
     problems: list[str] = []
-    seen: set[str] = set()
+    seen: list[set[str]] = []
     for i, ex in enumerate(exchanges, 1):
         user, reply = ex.user.strip(), ex.assistant.strip()
         if count_words(user) < 3:
@@ -216,9 +220,10 @@ def conversation_problems(
             problems.append(
                 f"exchange {i}: narrates ('the customer ...') instead of writing the chat itself"
             )
-        if reply.lower() in seen:
-            problems.append(f"exchange {i}: repeats an earlier reply word for word")
-        seen.add(reply.lower())
+        words = _words(reply)
+        if any(len(words & w) / len(words | w) >= 0.6 for w in seen if words | w):
+            problems.append(f"exchange {i}: repeats an earlier reply")
+        seen.append(words)
         problems.extend(f"exchange {i} reply: {p}" for p in spec.check_reply(reply))
     if topic and (keys := topic_keys(topic)):
         text = " ".join(f"{e.user} {e.assistant}" for e in exchanges).lower()
@@ -359,10 +364,6 @@ def build_messages(
     )
     system = prompt_text("teacher_system").strip()
     return [{"role": "system", "content": system}, {"role": "user", "content": user}], examples
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9']+", text.lower()))
 
 
 def copied_example(value: Any, examples: list[Seed], threshold: float = 0.7) -> str | None:
