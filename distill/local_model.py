@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from functools import cache
 from importlib import util
 from pathlib import Path
@@ -100,10 +101,19 @@ def load(name: str, device: str = "cpu", dtype: str = "float32") -> tuple[Any, A
     return model, tok
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 @cache
-def load_cached(name: str, device: str = "cpu") -> tuple[Any, Any]:
-    """One copy per process: several stages in one `distill run` share it."""
+def _load_once(name: str, device: str) -> tuple[Any, Any]:
     return load(name, device)
+
+
+def load_cached(name: str, device: str = "cpu") -> tuple[Any, Any]:
+    """One copy per process, shared by several stages of one `distill run`. Never wrap the
+    returned model in an adapter in place: load a fresh one with `load` for that."""
+    with _LOAD_LOCK:  # two backends loading at once would race on transformers' meta tensors
+        return _load_once(name, device)
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -75,7 +75,9 @@ def load_model(name: str, device: str = "cpu") -> tuple[Any, Any]:
                 f"{p / 'adapter_config.json'}: base model {base!r} is neither an embedded model "
                 "nor a folder here; fix base_model_name_or_path"
             )
-        model, tok = local_model.load_cached(base, device)
+        # a fresh copy: PeftModel patches its base in place, and the shared cached base may
+        # be answering as the base model in the same process (eval's student vs base)
+        model, tok = local_model.load(base, device)
         if any(p.glob("tokenizer*")):
             transformers = require("transformers", "local", "local models")
             tok = transformers.AutoTokenizer.from_pretrained(str(p))
