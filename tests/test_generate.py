@@ -552,3 +552,48 @@ def test_a_near_copy_of_a_shown_example_counts_as_a_copy(style):
         }
     )
     assert copied_example(fresh, seeds) is None
+
+
+def roleplay_answer(messages):
+    """Customer turns (free text) and assistant replies (typed), as role-play mode asks."""
+    if messages[0]["role"] == "system" and messages[0]["content"] == SYSTEM:
+        turn = sum(m["role"] == "user" and "rejected" not in m["content"] for m in messages)
+        return {"reply": REPLIES[(turn - 1) % 3].format(topic="your plant") + f" Ref {turn}."}
+    prompt = messages[0]["content"]
+    topic = re.search(r"about: (.*)\.", prompt).group(1)
+    follow = " again" if "The chat so far" in prompt else ""
+    return f'"Hi, I need help{follow} with {topic}, please."\nExtra line the parser drops.'
+
+
+def test_roleplay_mode_writes_each_turn_as_customer_then_assistant(seeds_file):
+    teacher = FakeBackend(default=roleplay_answer)
+    generate(opts(seeds_file, n=6, roleplay=True), backend=teacher)
+    gen, rej, manifest = run_files()
+    assert len(gen) == 6 and not rej
+    assert manifest["config"]["generate"]["roleplay"] is True
+    for rec in gen:
+        msgs = rec["messages"]
+        assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * rec["meta"][
+            "turns"
+        ]
+        assert msgs[1]["content"] == f"Hi, I need help with {rec['meta']['topic']}, please."
+        if rec["meta"]["turns"] > 1:
+            assert "again" in msgs[3]["content"]  # the customer saw the chat so far
+    assert len(teacher.requests) == sum(2 * r["meta"]["turns"] for r in gen)
+
+
+def test_roleplay_reasks_a_reply_that_breaks_the_voice(seeds_file):
+    first = {"done": False}
+
+    def answer(messages):
+        if messages[0]["content"] == SYSTEM and not first["done"]:
+            first["done"] = True
+            return {"reply": "**Noted.** It ships tomorrow."}
+        return roleplay_answer(messages)
+
+    teacher = FakeBackend(default=answer)
+    generate(opts(seeds_file, n=1, concurrency=1, roleplay=True), backend=teacher)
+    gen, rej, _ = run_files()
+    assert len(gen) == 1
+    reask = [m for m in teacher.requests if m[-1]["content"].startswith("That reply was rejected")]
+    assert reask and "no-markdown" in reask[0][-1]["content"]

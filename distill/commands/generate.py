@@ -63,6 +63,12 @@ from distill.models import DEFAULT_TEACHER
     default=None,
     help="Reject chats that drift off their planned topic (default: on for local teachers).",
 )
+@click.option(
+    "--roleplay/--no-roleplay",
+    default=None,
+    help="One teacher call per turn, as customer then assistant (default: on for local "
+    "teachers, which cannot write a whole chat).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and estimated cost; send nothing.")
 def generate(dry_run: bool, **kwargs: Any) -> None:
     """Expand the seeds into varied, style-consistent conversations with the teacher."""

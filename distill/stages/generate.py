@@ -26,10 +26,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from distill.backends import close_backend, get_backend
-from distill.backends.base import Backend, InvalidOutput, Usage, cached_chat
+from distill.backends.base import Backend, InvalidOutput, Usage, _first_error, cached_chat
 from distill.calls import CallLog
 from distill.errors import BackendError, BudgetExceeded, InputError, RunError, UsageError
 from distill.models import DEFAULT_TEACHER, inference_price, parse_model
@@ -38,7 +38,7 @@ from distill.runs import Run, append_jsonl, read_jsonl, sha256_file, sha256_text
 from distill.style import Axes, StyleSpec, count_words
 
 STAGE = "generate"
-PROMPT_NAMES = ("teacher_system", "generate", "reask", "axes")
+PROMPT_NAMES = ("teacher_system", "generate", "reask", "axes", "customer", "reask_reply")
 
 
 # -- prompts ------------------------------------------------------------------------------
@@ -278,6 +278,42 @@ def _conversation_type(
     return Conversation
 
 
+def reply_type(spec: StyleSpec, pattern: str | None = None) -> type[BaseModel]:
+    """One assistant reply as a typed object (role-play mode): the spec's rules as validators,
+    the seeds' pattern (if any) in the schema for constrained decoding."""
+    extra: Any = {"pattern": pattern} if pattern else None
+
+    class Reply(BaseModel):
+        """The support assistant's reply."""
+
+        model_config = ConfigDict(extra="forbid", title="Reply")
+
+        reply: str = Field(description="the support assistant's reply", json_schema_extra=extra)
+
+        @model_validator(mode="after")
+        def _voice(self) -> Reply:
+            text = self.reply.strip()
+            problems = list(spec.check_reply(text))
+            if m := _CUSTOMER_VOICE.search(text):
+                problems.append(f"role-swap: the reply talks like the customer ({m.group(0)!r})")
+            if _NARRATION.search(text):
+                problems.append("narrates ('the customer ...') instead of replying")
+            if m := _LOOP.search(text):
+                problems.append(f"repeats itself ({m.group(0)!r})")
+            if problems:
+                raise ValueError("; ".join(problems[:3]))
+            return self
+
+    return Reply
+
+
+def customer_text(raw: str) -> str:
+    """A customer's chat message from free text: first line, at most two sentences."""
+    text = raw.strip().strip('"').split("\n")[0].strip().strip('"')
+    parts = re.split(r"(?<=[.!?])\s+", text)
+    return " ".join(parts[:2])[:300]
+
+
 class ProposedAxes(BaseModel):
     """Diversity axes the teacher proposes when the style spec has none."""
 
@@ -402,6 +438,7 @@ class GenerateOptions:
     temperature: float = 0.8
     examples: int | None = None  # seeds shown per request (default 3; 1 for local teachers)
     topic_check: bool | None = None  # default: on for local teachers
+    roleplay: bool | None = None  # one call per turn (default for local teachers)
     outputs: Path | None = None
     backend_opts: dict[str, Any] = field(default_factory=dict)
 
@@ -419,6 +456,9 @@ class GenerateOptions:
 
     def n_examples(self) -> int:
         return self.examples if self.examples is not None else (1 if self.is_local() else 3)
+
+    def use_roleplay(self) -> bool:
+        return self.roleplay if self.roleplay is not None else self.is_local()
 
     def check_topic(self) -> bool:
         return self.topic_check if self.topic_check is not None else self.is_local()
@@ -666,6 +706,7 @@ def generate(
                 "temperature": opts.temperature,
                 "examples": opts.n_examples(),
                 "topic_check": opts.check_topic(),
+                "roleplay": opts.use_roleplay(),
                 "style_sha256": sha256_file(style_path),
             },
         },
@@ -832,6 +873,7 @@ class _LoopState:
         self.teacher, self.calls, self.types, self.budget = teacher, calls, types, budget
         self.prog, self.ids = prog, ids
         self.stopped = False
+        self._reply_type: Any = None
         self.writer = _Writer(run)
         self.on_progress: Callable[[Progress], None] | None = None
         self.teacher_name = str(teacher.ref)
@@ -867,6 +909,9 @@ class _LoopState:
             await close_backend(self.teacher)
 
     async def one(self, point: PlanPoint) -> None:
+        if self.opts.use_roleplay():
+            await self.one_roleplay(point)
+            return
         messages, examples = build_messages(self.spec, self.seeds, point, self.opts.n_examples())
         model = self.types.get(point.turns, point.topic)
         max_tokens = max_tokens_for(point.turns)
@@ -913,6 +958,80 @@ class _LoopState:
                     {"role": "user", "content": render("reask", error=error)},
                 ]
         self._reject(point, raw, error, attempts)
+
+    async def _call(self, messages: list[dict[str, Any]], model: Any, max_tokens: int, seed: int):
+        return await cached_chat(
+            self.teacher,
+            self.calls,
+            STAGE,
+            messages,
+            response_model=model,
+            max_retries=0,
+            temperature=self.opts.temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
+
+    async def one_roleplay(self, point: PlanPoint) -> None:
+        """Role-play mode, for small teachers that cannot write a whole chat: the teacher
+        writes each customer message as the customer (free text), then answers it as the
+        assistant under the spec's system prompt (typed, re-asked like a whole chat)."""
+        seed = self.opts.seed * 100_003 + point.plan_index
+        reply_model = self._reply_model()
+        history: list[dict[str, str]] = []
+        exchanges: list[dict[str, str]] = []
+        attempts, raw, error = 0, "", ""
+        for turn in range(point.turns):
+            so_far = "\n".join(f"{m['role']}: {m['content']}" for m in history)
+            ask = render(
+                "customer",
+                description=" ".join(self.spec.description.split()) or "(not given)",
+                persona=point.persona,
+                intent=point.intent,
+                topic=point.topic,
+                history=f"The chat so far:\n{so_far}\n" if history else "",
+            )
+            attempts += 1
+            said = await self._call([{"role": "user", "content": ask}], None, 80, seed + turn)
+            self._count(said.usage, said.cached)
+            user = customer_text(said.text)
+            convo = [{"role": "system", "content": self.spec.system_prompt}, *history]
+            convo.append({"role": "user", "content": user})
+            answer = None
+            for attempt in range(self.opts.max_reasks + 1):
+                attempts += 1
+                try:
+                    got = await self._call(convo, reply_model, 120, seed + turn)
+                    self._count(got.usage, got.cached)
+                    answer = got.value.reply.strip()
+                    break
+                except InvalidOutput as e:
+                    self._count(e.usage, False)
+                    raw, error = e.raw, str(e)
+                if attempt < self.opts.max_reasks:
+                    self.prog.reasks += 1
+                    convo = convo + [
+                        {"role": "assistant", "content": raw},
+                        {"role": "user", "content": render("reask_reply", error=error)},
+                    ]
+            if answer is None:
+                self._reject(point, raw, f"exchange {turn + 1} reply: {error}", attempts)
+                return
+            exchanges.append({"user": user, "assistant": answer})
+            history += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        try:
+            value = self.types.get(point.turns, point.topic).model_validate(
+                {"exchanges": exchanges}
+            )
+        except ValidationError as e:
+            self._reject(point, json.dumps({"exchanges": exchanges}), _first_error(e), attempts)
+            return
+        self._accept(point, value, attempts)
+
+    def _reply_model(self) -> Any:
+        if self._reply_type is None:
+            self._reply_type = reply_type(self.spec, self.types.reply_pattern)
+        return self._reply_type
 
     def _count(self, usage: Usage, cached: bool) -> None:
         self.prog.calls += 1
