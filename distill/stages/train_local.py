@@ -835,6 +835,7 @@ def _train(
             state.epoch += 1
             state.batch_in_epoch = 0
             state.epoch_loss_sum, state.epoch_tokens = 0.0, 0
+            state.last_train_loss = epoch_train  # the summary reports the last epoch's mean
             if not eval_data or eval_loss < state.best_eval_loss:
                 state.best_eval_loss = eval_loss if eval_data else float("inf")
                 state.best_epoch = state.epoch
