@@ -120,6 +120,17 @@ def test_seeds_without_topics_do_not_starve_the_eval_split():
     assert not [r for r in result.eval if r["meta"].get("source") == "seed"]
 
 
+def test_when_nothing_generated_survives_seeds_are_held_out_with_a_warning():
+    records = corpus(60)[:20]
+    for r in records:
+        r["meta"] = {"source": "seed"}
+    result = split_examples(records, SplitConfig(eval_size=0.1, seed=0))
+    assert len(result.eval) >= 1 and len(result.train) >= 1
+    assert result.report["counts"]["seeds_held_out"] == len(result.eval)
+    assert any("seed example(s) held out" in w for w in result.warnings)
+    assert result.report["leakage"]["count_above_threshold"] == 0
+
+
 def test_parse_eval_size():
     assert parse_eval_size("0.1") == 0.1 and parse_eval_size("50") == 50
     for bad in ("0", "1.0", "-3", "ten"):

@@ -178,6 +178,11 @@ def split_examples(records: list[dict[str, Any]], config: SplitConfig) -> SplitR
         for name, count in (("train", len(train)), ("eval", len(held)))
         if count < OPENAI_MIN
     ]
+    if seeds_out := sum(1 for r in held if _is_seed(r)):
+        warnings.append(
+            f"{seeds_out} seed example(s) held out for eval: too few generated examples "
+            "survived (generate more, or use a stronger teacher)"
+        )
     leak_count = sum(1 for jac, _ in best.values() if jac >= config.group_threshold)
     report = {
         "parameters": {
@@ -186,13 +191,17 @@ def split_examples(records: list[dict[str, Any]], config: SplitConfig) -> SplitR
             "group_threshold": config.group_threshold,
             "num_perm": config.num_perm,
             "shingle": f"character {config.ngram}-grams of normalised user+assistant turns",
-            "order": "groups drawn per topic by sha256(seed:first id); seeds stay in train",
+            "order": (
+                "groups drawn per topic by sha256(seed:first id); seeds stay in train unless "
+                "too few generated examples survived to fill the eval split"
+            ),
         },
         "counts": {
             "input": n,
             "train": len(train),
             "eval": len(held),
             "eval_target": target,
+            "seeds_held_out": sum(1 for r in held if _is_seed(r)),
             "groups": len(groups),
             "groups_with_several_examples": sum(1 for g in groups.values() if len(g) > 1),
             "similar_pairs": len(group_pairs),
@@ -231,7 +240,7 @@ def _assign(
     # quotas follow the topics of the examples that may be held out (seeds always train)
     eligible = Counter(t for t, r in zip(topics, records, strict=True) if not _is_seed(r))
     n_eligible = sum(eligible.values()) or 1
-    target = min(target, sum(eligible.values()))
+    wanted, target = target, min(target, sum(eligible.values()))
     exact = {t: target * eligible.get(t, 0) / n_eligible for t in totals}
     quota = {t: int(q) for t, q in exact.items()}
     for t in sorted(exact, key=lambda t: (-(exact[t] - quota[t]), t))[
@@ -245,6 +254,7 @@ def _assign(
         topic = Counter(topics[m] for m in members).most_common(1)[0][0]
         by_topic.setdefault(topic, []).append(members)
     in_eval = np.zeros(n, dtype=bool)
+    seed_groups = [g for g in groups.values() if any(_is_seed(records[m]) for m in g)]
     for topic, topic_groups in by_topic.items():
         room = quota.get(topic, 0)
         ordered = sorted(
@@ -255,6 +265,18 @@ def _assign(
                 in_eval[members] = True
                 room -= len(members)
             if room == 0:
+                break
+    # No generated example could be held out (a weak teacher): hold out whole seed groups
+    # rather than leave nothing to evaluate on. With a real teacher this never triggers.
+    short = wanted - int(in_eval.sum())
+    if short > 0 and not in_eval.any():
+        for members in sorted(
+            seed_groups, key=lambda g: _order_key(seed, min(records[m]["id"] for m in g))
+        ):
+            if len(members) <= short and n - int(in_eval.sum()) - len(members) >= 1:
+                in_eval[members] = True
+                short -= len(members)
+            if short == 0:
                 break
     strata = {
         t: {
