@@ -165,8 +165,6 @@ def local(args: argparse.Namespace) -> None:
         topic_check=not args.no_topic_check,
         outputs=out,
     )
-    from distill.local_model import load_cached
-
     t_load = time.perf_counter()
     from distill.backends.local import load_model
 
@@ -196,7 +194,6 @@ def local(args: argparse.Namespace) -> None:
         for line in gen.read_text().splitlines()[:3]:
             msgs = json.loads(line)["messages"]
             print("  accepted:", " | ".join(m["content"][:90] for m in msgs[1:]))
-    load_cached.cache_clear()
 
 
 def main() -> None:

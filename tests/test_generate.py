@@ -562,7 +562,7 @@ def roleplay_answer(messages):
     prompt = messages[0]["content"]
     topic = re.search(r"about: (.*)\.", prompt).group(1)
     follow = " again" if "The chat so far" in prompt else ""
-    return f'"Hi, I need help{follow} with {topic}, please."\nExtra line the parser drops.'
+    return {"message": f'"Hi, I need help{follow} with {topic}, please."\nExtra line dropped.'}
 
 
 def test_roleplay_mode_writes_each_turn_as_customer_then_assistant(seeds_file):
@@ -597,3 +597,13 @@ def test_roleplay_reasks_a_reply_that_breaks_the_voice(seeds_file):
     assert len(gen) == 1
     reask = [m for m in teacher.requests if m[-1]["content"].startswith("That reply was rejected")]
     assert reask and "no-markdown" in reask[0][-1]["content"]
+
+
+def test_roleplay_customer_pattern_makes_a_constrained_model_name_the_topic():
+    from distill.stages.generate import customer_type
+
+    schema = customer_type("watering advice").model_json_schema()
+    pattern = schema["properties"]["message"]["pattern"]
+    assert re.fullmatch(pattern, "How often should I water my fern?")
+    assert not re.fullmatch(pattern, "Where is my parcel?")
+    assert "pattern" not in json.dumps(customer_type(None).model_json_schema())

@@ -307,6 +307,37 @@ def reply_type(spec: StyleSpec, pattern: str | None = None) -> type[BaseModel]:
     return Reply
 
 
+_CHAT_CHARS = "A-Za-z0-9 ,.!?'£€$%&()/:;+=-"
+
+
+def customer_type(topic: str | None = None) -> type[BaseModel]:
+    """The customer's message (role-play mode). With a topic, the schema's pattern makes a
+    constrained model mention it (one of the topic's word stems)."""
+    keys = topic_keys(topic) if topic else []
+    extra: Any = None
+    if keys:
+        c = _CHAT_CHARS
+        extra = {"pattern": f"[{c}]{{0,100}}({'|'.join(keys)})[{c}]{{2,200}}"}
+
+    class CustomerMessage(BaseModel):
+        """The customer's next chat message."""
+
+        model_config = ConfigDict(extra="forbid", title="CustomerMessage")
+
+        message: str = Field(description="the customer's message", json_schema_extra=extra)
+
+        @model_validator(mode="after")
+        def _customer(self) -> CustomerMessage:
+            text = self.message.strip()
+            if count_words(text) < 3:
+                raise ValueError("the customer's message needs at least 3 words")
+            if _NARRATION.search(text) or _AGENT_APOLOGY.search(text) or _AGENT_VOICE.search(text):
+                raise ValueError("write as the customer, to the support agent")
+            return self
+
+    return CustomerMessage
+
+
 def customer_text(raw: str) -> str:
     """A customer's chat message from free text: first line, at most two sentences."""
     text = raw.strip().strip('"').split("\n")[0].strip().strip('"')
@@ -874,6 +905,7 @@ class _LoopState:
         self.prog, self.ids = prog, ids
         self.stopped = False
         self._reply_type: Any = None
+        self._customer_types: dict[str | None, Any] = {}
         self.writer = _Writer(run)
         self.on_progress: Callable[[Progress], None] | None = None
         self.teacher_name = str(teacher.ref)
@@ -992,9 +1024,19 @@ class _LoopState:
                 history=f"The chat so far:\n{so_far}\n" if history else "",
             )
             attempts += 1
-            said = await self._call([{"role": "user", "content": ask}], None, 80, seed + turn)
+            try:
+                said = await self._call(
+                    [{"role": "user", "content": ask}],
+                    self._customer_model(point),
+                    100,
+                    seed + turn,
+                )
+            except InvalidOutput as e:
+                self._count(e.usage, False)
+                self._reject(point, e.raw, f"exchange {turn + 1} customer: {e}", attempts)
+                return
             self._count(said.usage, said.cached)
-            user = customer_text(said.text)
+            user = customer_text(said.value.message)
             convo = [{"role": "system", "content": self.spec.system_prompt}, *history]
             convo.append({"role": "user", "content": user})
             answer = None
@@ -1027,6 +1069,12 @@ class _LoopState:
             self._reject(point, json.dumps({"exchanges": exchanges}), _first_error(e), attempts)
             return
         self._accept(point, value, attempts)
+
+    def _customer_model(self, point: PlanPoint) -> Any:
+        topic = point.topic if self.opts.check_topic() else None
+        if topic not in self._customer_types:
+            self._customer_types[topic] = customer_type(topic)
+        return self._customer_types[topic]
 
     def _reply_model(self) -> Any:
         if self._reply_type is None:
