@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -78,7 +79,7 @@ def run(
     name = name or seeds.stem
     if n is None:
         n = EMBEDDED_N if parse_model(teacher).provider == "local" else HOSTED_N
-    options = {
+    options: dict[str, dict[str, Any]] = {
         "generate": dict(
             seeds=seeds,
             style=style,
