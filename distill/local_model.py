@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from functools import cache
@@ -63,6 +64,8 @@ def model_dir(name: str) -> Path:
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
     transformers = require("transformers", "local", "the embedded model")
+    _quiet(transformers)
+    print(f"converting the embedded model {gguf.name} once (about 30 s) ...", file=sys.stderr)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -85,10 +88,21 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _quiet(transformers: Any) -> None:
+    """Our own progress display is enough: no weight-loading bars or deprecation noise."""
+    import warnings
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    warnings.filterwarnings("ignore", message=".*peft_config.*", module="peft")
+
+
 def load(name: str, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode on `device`."""
     transformers = require("transformers", "local", "local models")
     torch = require("torch", "local", "local models")
+    _quiet(transformers)
     path = model_dir(name)
     tok = transformers.AutoTokenizer.from_pretrained(str(path))
     model = transformers.AutoModelForCausalLM.from_pretrained(
