@@ -317,7 +317,7 @@ def customer_type(topic: str | None = None) -> type[BaseModel]:
     extra: Any = None
     if keys:
         c = _CHAT_CHARS
-        extra = {"pattern": f"[{c}]{{0,100}}({'|'.join(keys)})[{c}]{{2,200}}"}
+        extra = {"pattern": f"[{c}]{{0,60}}({'|'.join(keys)})[{c}]{{2,120}}"}
 
     class CustomerMessage(BaseModel):
         """The customer's next chat message."""
