@@ -171,7 +171,7 @@ _CUSTOMER_VOICE = re.compile(
 )
 _AGENT_VOICE = re.compile(
     r"(?i)(how can i help|how may i help|how can i assist|how may i assist|"
-    r"greenleaf support here|thanks for contacting|thank you for contacting)"
+    r"greenleaf support here|thanks for contacting|thank you for contacting|welcome to)"
 )
 _AGENT_APOLOGY = re.compile(
     r"(?i)^\W*(i'm (really |so )?sorry|so sorry|sorry)[^.!?]*\b(i'll|i've|we'll|we've)\b"
@@ -1028,7 +1028,7 @@ class _LoopState:
                 said = await self._call(
                     [{"role": "user", "content": ask}],
                     self._customer_model(point),
-                    100,
+                    160,
                     seed + turn,
                 )
             except InvalidOutput as e:
