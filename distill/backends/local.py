@@ -203,6 +203,10 @@ class LocalBackend:
             gen_kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
         else:
             gen_kwargs.update(do_sample=False)
+            if not any(g is not None for g in grammars):
+                # greedy free text from a small model loops ("I'm really sorry. I'm really
+                # sorry. ..."); the usual mild penalty, the same for student and base
+                gen_kwargs.update(repetition_penalty=1.1)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=attn, **gen_kwargs)
         results = []
