@@ -85,3 +85,18 @@ def test_tiny_model_generates(tiny_model_dir):
     )
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path):
+    from distill.runs import atomic_file, atomic_write_text
+
+    p = tmp_path / "report.json"
+    atomic_write_text(p, "old")
+    try:
+        with atomic_file(p) as f:
+            f.write("half of the new")
+            raise RuntimeError("killed mid-write")
+    except RuntimeError:
+        pass
+    assert p.read_text() == "old"
+    assert [x.name for x in tmp_path.iterdir()] == ["report.json"]

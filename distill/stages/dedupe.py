@@ -27,11 +27,10 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 
 from distill.errors import DistillError, InputError, UsageError
 from distill.records import content_id
-from distill.runs import Run, atomic_write_json, atomic_write_jsonl
+from distill.runs import Run, atomic_file, atomic_write_json, atomic_write_jsonl
 
 STAGE = "dedupe"
 NGRAM = 5
@@ -1025,20 +1024,9 @@ def _redact(url: str | None) -> str | None:
     return url
 
 
-@contextmanager
-def _atomic_lines(path: Path) -> Iterator[IO[str]]:
+def _atomic_lines(path: Path) -> AbstractContextManager[IO[str]]:
     """A text file written under a temporary name and renamed into place when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return atomic_file(path)
 
 
 def drop_stage_rejections(run: Run, stage: str, reason_prefix: str = "") -> None:

@@ -29,6 +29,7 @@ from distill.errors import InputError, RunError, UsageError, require
 from distill.runs import (
     Run,
     append_jsonl,
+    atomic_file,
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
@@ -408,17 +409,8 @@ def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
