@@ -298,3 +298,39 @@ def test_epochs_follow_openais_rule():
     assert tl.default_epochs(40) == 3
     assert tl.default_epochs(20) == 5
     assert tl.default_epochs(10_000) == 2
+
+
+def test_sigkill_mid_training_then_rerun_resumes_from_the_checkpoint(make_run, tiny_model_dir):
+    """A real `kill -9` of `distill train` after a checkpoint: the rerun says where it resumes,
+    finishes, and the log has every step once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = make_run("killed", train__jsonl=conversations(16), eval__jsonl=conversations(4, 16))
+    out = run.path / "train" / f"local-{tiny_model_dir.name}"
+    cmd = [sys.executable, "-m", "distill", "train", "--run", str(run.path)]
+    cmd += ["--student", f"local:{tiny_model_dir}", "--epochs", "8", "--lr", "1e-2"]
+    cmd += ["--batch-tokens", "128", "--device", "cpu", "--checkpoint-every", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint" / "state.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint" / "state.pt").exists(), "no checkpoint before the kill"
+    assert not (out / "adapter").exists(), "the kill should land before training finished"
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming from step" in rerun.stdout + rerun.stderr
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    steps = [
+        json.loads(line)["step"]
+        for line in (out / "log.jsonl").read_text().splitlines()
+        if "lr" in line
+    ]
+    assert steps == list(range(1, len(steps) + 1))  # no step lost, none repeated

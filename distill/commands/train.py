@@ -75,6 +75,12 @@ from distill.runs import Run
     default=None,
     help="Local: auto = bf16 autocast on a GPU with bfloat16, fp32 on CPU.",
 )
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=None,
+    help="Local: also checkpoint every N steps (default: each epoch and every 2 minutes).",
+)
 @click.option("--merge", is_flag=True, help="Local: also write a merged model.")
 def train(run_dir, student: str, require_review: bool, **opts) -> None:
     """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation)."""
