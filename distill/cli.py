@@ -64,6 +64,17 @@ class LazyGroup(click.Group):
                 "Interrupted; finished work is saved. Rerun the same command to resume.", err=True
             )
             ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug or an unforeseen input: still one line, never a traceback
+            if os.environ.get("DISTILL_DEBUG"):
+                raise
+            click.echo(
+                f"Error: unexpected {type(e).__name__}: {e}; finished work is saved. Rerun with "
+                "DISTILL_DEBUG=1 to see the traceback, and please report it.",
+                err=True,
+            )
+            ctx.exit(1)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -98,32 +98,41 @@ def repair_jsonl(path: Path) -> None:
         f.truncate(0)
 
 
-def read_jsonl(path: Path, *, strict: bool = True) -> Iterator[dict[str, Any]]:
-    """Yield records of a JSONL file written by distill. A partial last line (a killed
-    writer) is skipped; any other bad line is an InputError naming file:line."""
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield records of a JSONL file. A partial last line (a killed writer) is skipped; any
+    other bad line (not UTF-8, not JSON, not an object, too deep) is an InputError naming
+    file:line and what to do."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder; pass a .jsonl file") from None
     with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.endswith("\n"):
-                if strict:
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError:
-                        return  # truncated final line from a killed writer
-                    if isinstance(obj, dict):
-                        yield obj
-                return
+        for lineno, raw in enumerate(f, 1):
+            last = not raw.endswith(b"\n")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a BOM: harmless here (`distill validate` reports it)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if last:
+                    return  # a write cut inside a multi-byte character
+                raise InputError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {e.start}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
+                if last:
+                    return  # truncated final line from a killed writer
                 raise InputError(
                     f"{path}:{lineno}: invalid JSON ({e.msg}); fix or remove the line"
                 ) from None
+            except RecursionError:
+                raise InputError(f"{path}:{lineno}: JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object per line")
             yield obj

@@ -100,3 +100,49 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path):
         pass
     assert p.read_text() == "old"
     assert [x.name for x in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_read_jsonl_names_the_line_of_any_bad_input(tmp_path):
+    import pytest
+
+    from distill.errors import InputError
+
+    cases = {
+        b'{"a": 1}\n\xff\xfe\n': "2: not UTF-8",
+        b'{"a": 1}\n{bad\n{"b": 2}\n': "2: invalid JSON",
+        b"[1, 2]\n": "1: expected a JSON object",
+        b"[" * 100_000 + b"\n": "1: ",
+    }
+    for i, (data, where) in enumerate(cases.items()):
+        p = tmp_path / f"bad{i}.jsonl"
+        p.write_bytes(data)
+        with pytest.raises(InputError, match=f"bad{i}.jsonl:{where}"):
+            list(read_jsonl(p))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"id": "a"}\n')
+    assert [r["id"] for r in read_jsonl(bom)] == ["a"]
+
+
+def test_non_utf8_seeds_are_one_line_not_a_traceback(tmp_path):
+    from conftest import STYLE
+
+    (tmp_path / "s.jsonl").write_bytes(b"\xff\xfe garbage\n")
+    (tmp_path / "s.style.toml").write_text(STYLE.read_text())
+    result = CliRunner().invoke(cli, ["generate", "--seeds", str(tmp_path / "s.jsonl")])
+    assert result.exit_code == 1
+    assert "s.jsonl:1: not UTF-8" in result.output and "Traceback" not in result.output
+
+
+def test_an_unexpected_error_is_still_one_line(monkeypatch):
+    import distill.commands.status as status_cmd
+
+    def boom(*a, **k):
+        raise ValueError("something nobody foresaw")
+
+    monkeypatch.setattr(status_cmd.Run, "open", boom)
+    result = CliRunner().invoke(cli, ["status"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: unexpected ValueError: something nobody foresaw; finished work is saved. "
+        "Rerun with DISTILL_DEBUG=1 to see the traceback, and please report it."
+    ]
