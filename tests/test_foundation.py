@@ -146,3 +146,23 @@ def test_an_unexpected_error_is_still_one_line(monkeypatch):
         "Error: unexpected ValueError: something nobody foresaw; finished work is saved. "
         "Rerun with DISTILL_DEBUG=1 to see the traceback, and please report it."
     ]
+
+
+def test_a_corrupt_call_log_is_one_line(tmp_path):
+    import pytest
+
+    from distill.calls import CallLog
+    from distill.errors import RunError
+
+    p = tmp_path / "calls.sqlite"
+    p.write_text("garbage, not a database")
+    with pytest.raises(RunError, match="calls.sqlite: not a usable call log"):
+        CallLog(p)
+
+
+def test_dedupe_on_a_non_utf8_file_names_the_line(tmp_path):
+    p = tmp_path / "in.jsonl"
+    p.write_bytes(b'{"messages": [{"role": "user", "content": "hi"}]}\n\xff\xfe\n')
+    result = CliRunner().invoke(cli, ["dedupe", "--input", str(p), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "in.jsonl:2: not UTF-8" in result.output and "unexpected" not in result.output

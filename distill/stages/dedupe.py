@@ -541,11 +541,19 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) for each non-blank line; a partial last line that is not valid JSON
     (a killed writer) is skipped, as `read_jsonl` does."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     with f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                if not raw.endswith(b"\n"):
+                    return  # a write cut inside a multi-byte character
+                raise InputError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {e.start}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             if not line.endswith("\n"):
