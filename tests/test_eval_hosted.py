@@ -106,3 +106,30 @@ def test_ollama_student(served_run, monkeypatch):
     report = json.loads((served_run.path / "eval" / "ollama-greenleaf" / "report.json").read_text())
     assert report["metrics"]["style"]["student"]["mean"] == 1.0
     assert report["metrics"]["probe"]["student"]["n"] == 1
+
+
+def test_hosted_loss_gap_comes_from_the_downloaded_step_metrics(served_run, monkeypatch):
+    """`distill train` saves OpenAI's result CSV beside job.json; eval reads the final train
+    and validation loss of the job that made the student."""
+    folder = served_run.path / "train" / "gpt-4o-mini-2024-07-18"
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps({"fine_tuned_model": STUDENT_ID}))
+    (folder / "step_metrics.csv").write_text(
+        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,full_valid_loss\n"
+        "1,2.5,0.4,2.75,0.4,\n"
+        "2,1.5,0.6,,,\n"
+        "3,1.0,0.7,2.0,0.6,2.25\n"
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with FakeOpenAIServer(responder=responder) as server:
+        args = ["eval", "--run", str(served_run.path), "--base-url", server.url, "--judge", "none"]
+        r = CliRunner().invoke(cli, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    report = json.loads(
+        (
+            served_run.path / "eval" / f"openai-{STUDENT_ID.replace(':', '-')}" / "report.json"
+        ).read_text()
+    )
+    loss = report["metrics"]["loss"]
+    assert (loss["train_loss"], loss["eval_loss"], loss["best_eval_loss"]) == (1.0, 2.25, 2.25)
+    assert loss["gap"] == 1.25

@@ -751,10 +751,30 @@ def _copying(run: Run, results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _hosted_metrics(run: Run, student: str) -> Path | None:
+    """The result CSV `distill train` downloaded for the hosted job that made `student`."""
+    ref = parse_model(student)
+    if ref.provider != "openai":
+        return None
+    for job in sorted((run.path / "train").glob("*/job.json")):
+        try:
+            state = json.loads(job.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if state.get("fine_tuned_model") == ref.name:
+            return next(iter(sorted(job.parent.glob("*.csv"))), None)
+    return None
+
+
 def _loss(run: Run, plan: Plan) -> dict[str, Any]:
+    if (csv_path := _hosted_metrics(run, plan.student)) is not None:
+        gap = metrics.loss_gap_csv(csv_path)
+        if gap is None:
+            return {"skipped": f"{csv_path}: no train_loss and valid_loss pair recorded"}
+        return gap
     logs = sorted((run.path / "train").glob("*/log.jsonl"))
     if not logs:
-        return {"skipped": "no train/*/log.jsonl (hosted fine-tunes keep none)"}
+        return {"skipped": "no training log or hosted result metrics in train/"}
     chosen = None
     ref = parse_model(plan.student)
     if ref.provider == "local":

@@ -148,6 +148,42 @@ def loss_gap(log_path: Path) -> dict[str, Any] | None:
     return final
 
 
+def loss_gap_csv(csv_path: Path) -> dict[str, Any] | None:
+    """The same from a hosted fine-tune's result file (OpenAI's step metrics CSV: step,
+    train_loss, valid_loss, full_valid_loss, ...); the full validation loss wins when present."""
+    import csv
+
+    try:
+        rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+    def num(row: dict[str, Any], key: str) -> float | None:
+        try:
+            v = float(row.get(key) or "nan")
+        except ValueError:
+            return None
+        return v if math.isfinite(v) else None
+
+    train_loss: float | None = None
+    final: dict[str, Any] | None = None
+    best: float | None = None
+    for row in rows:
+        train_loss = num(row, "train_loss") if num(row, "train_loss") is not None else train_loss
+        ev = num(row, "full_valid_loss")
+        ev = ev if ev is not None else num(row, "valid_loss")
+        if ev is None or train_loss is None:
+            continue
+        best = ev if best is None else min(best, ev)
+        final = {"train_loss": train_loss, "eval_loss": ev, "best_eval_loss": best}
+    if final is None:
+        return None
+    final["gap"] = final["eval_loss"] - final["train_loss"]
+    final["base_eval_loss"] = None
+    final["log"] = str(csv_path)
+    return final
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
