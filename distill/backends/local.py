@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from distill.backends.base import InvalidOutput, Reply, Usage
-from distill.backends.structured import reask_messages, schema_text, validate_text
+from distill.backends.base import Reply, Usage
+from distill.backends.structured import reask_loop, schema_text
 from distill.errors import InputError, require
 from distill.models import ModelRef
 
@@ -298,21 +298,17 @@ class LocalBackend:
         max_tokens: int | None = None,
         seed: int | None = None,
     ) -> Reply:
-        usage = Usage(attempts=0)
-        convo = list(messages)
         schema = schema_text(response_model) if response_model is not None else None
         limit = max_tokens or self.default_max_tokens
-        text, error = "", ""
-        for _ in range(max_retries + 1):
+
+        async def once(convo: list[dict[str, Any]]) -> tuple[str, Usage]:
             t0 = time.perf_counter()
             text, n_in, n_out = await self._complete(convo, schema, limit, temperature, seed)
-            usage.add(Usage(n_in, n_out, time.perf_counter() - t0))
-            if response_model is None:
-                return Reply(value=text, text=text, usage=usage)
-            value, error = validate_text(response_model, text)
-            if value is not None:
-                return Reply(value=value, text=text, usage=usage)
-            if n_out >= limit:
-                error = f"{error} (the output was cut at {limit} tokens; keep it shorter)"
-            convo = convo + reask_messages(text, error)
-        raise InvalidOutput(error, raw=text, usage=usage)
+            return text, Usage(n_in, n_out, time.perf_counter() - t0)
+
+        def explain(error: str, usage: Usage) -> str:
+            if usage.completion_tokens >= limit:
+                return f"{error} (the output was cut at {limit} tokens; keep it shorter)"
+            return error
+
+        return await reask_loop(once, messages, response_model, max_retries, explain)

@@ -14,15 +14,14 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from distill.backends.base import InvalidOutput, Reply, Usage
+from distill.backends.base import Reply, Usage
 from distill.backends.structured import (
     RETRYABLE_STATUS,
     Limits,
     backoff_s,
     estimate_tokens,
-    reask_messages,
+    reask_loop,
     schema_of,
-    validate_text,
 )
 from distill.errors import BackendError
 from distill.models import ModelRef
@@ -105,33 +104,24 @@ class OllamaBackend:
         max_tokens: int | None = None,
         seed: int | None = None,
     ) -> Reply:
-        usage = Usage(attempts=0)
-        convo = list(messages)
         options: dict[str, Any] = {"temperature": temperature}
         if max_tokens:
             options["num_predict"] = max_tokens
         if seed is not None:
             options["seed"] = seed
         fmt = schema_of(response_model) if response_model is not None else None
-        text, error = "", ""
-        for _ in range(max_retries + 1):
+
+        async def once(convo: list[dict[str, Any]]) -> tuple[str, Usage]:
             await self.limits.acquire(estimate_tokens(convo, max_tokens))
             t0 = time.perf_counter()
             resp = await self._chat_once(
                 model=self.ref.name, messages=convo, format=fmt, options=options
             )
-            usage.add(
-                Usage(
-                    prompt_tokens=int(resp.prompt_eval_count or 0),
-                    completion_tokens=int(resp.eval_count or 0),
-                    latency_s=time.perf_counter() - t0,
-                )
+            usage = Usage(
+                prompt_tokens=int(resp.prompt_eval_count or 0),
+                completion_tokens=int(resp.eval_count or 0),
+                latency_s=time.perf_counter() - t0,
             )
-            text = resp.message.content or ""
-            if response_model is None:
-                return Reply(value=text, text=text, usage=usage)
-            value, error = validate_text(response_model, text)
-            if value is not None:
-                return Reply(value=value, text=text, usage=usage)
-            convo = convo + reask_messages(text, error)
-        raise InvalidOutput(error, raw=text, usage=usage)
+            return resp.message.content or "", usage
+
+        return await reask_loop(once, messages, response_model, max_retries)

@@ -18,18 +18,17 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 
-from distill.backends.base import InvalidOutput, Reply, Usage
+from distill.backends.base import Reply, Usage
 from distill.backends.structured import (
     RETRYABLE_STATUS,
     Limits,
     Mode,
     backoff_s,
     estimate_tokens,
-    reask_messages,
+    reask_loop,
     retry_after_s,
     schema_of,
     tool_of,
-    validate_text,
 )
 from distill.errors import BackendError
 from distill.models import ModelRef
@@ -234,27 +233,17 @@ class OpenAIBackend:
         max_tokens: int | None = None,
         seed: int | None = None,
     ) -> Reply:
-        usage = Usage(attempts=0)
-        convo = list(messages)
-        text, error = "", ""
-        for _ in range(max_retries + 1):
+        async def once(convo: list[dict[str, Any]]) -> tuple[str, Usage]:
             body = self._body(convo, response_model, temperature, max_tokens, seed)
             await self.limits.acquire(estimate_tokens(body["messages"], max_tokens))
             t0 = time.perf_counter()
             data = await self._post(body)
             u = data.get("usage") or {}
-            usage.add(
-                Usage(
-                    prompt_tokens=int(u.get("prompt_tokens") or 0),
-                    completion_tokens=int(u.get("completion_tokens") or 0),
-                    latency_s=time.perf_counter() - t0,
-                )
+            usage = Usage(
+                prompt_tokens=int(u.get("prompt_tokens") or 0),
+                completion_tokens=int(u.get("completion_tokens") or 0),
+                latency_s=time.perf_counter() - t0,
             )
-            text = self._text_of(data, response_model is not None)
-            if response_model is None:
-                return Reply(value=text, text=text, usage=usage)
-            value, error = validate_text(response_model, text)
-            if value is not None:
-                return Reply(value=value, text=text, usage=usage)
-            convo = convo + reask_messages(text, error)
-        raise InvalidOutput(error, raw=text, usage=usage)
+            return self._text_of(data, response_model is not None), usage
+
+        return await reask_loop(once, messages, response_model, max_retries)

@@ -12,14 +12,14 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from distill.backends.base import _first_error
+from distill.backends.base import InvalidOutput, Reply, Usage, _first_error
 
 
 class Mode(StrEnum):
@@ -78,6 +78,33 @@ def reask_messages(raw: str, error: str) -> list[dict[str, Any]]:
             "object, corrected, and nothing else.",
         },
     ]
+
+
+async def reask_loop(
+    once: Callable[[list[dict[str, Any]]], Awaitable[tuple[str, Usage]]],
+    messages: list[dict[str, Any]],
+    response_model: type[BaseModel] | None,
+    max_retries: int,
+    explain: Callable[[str, Usage], str] | None = None,
+) -> Reply:
+    """instructor's loop, shared by every real backend: `once(conversation)` makes one call;
+    a typed reply that fails validation is sent back with the error (`explain` may add to it)
+    at most `max_retries` times; what still fails raises InvalidOutput with the last error."""
+    usage = Usage(attempts=0)
+    convo = list(messages)
+    text, error = "", ""
+    for _ in range(max_retries + 1):
+        text, u = await once(convo)
+        usage.add(u)
+        if response_model is None:
+            return Reply(value=text, text=text, usage=usage)
+        value, error = validate_text(response_model, text)
+        if value is not None:
+            return Reply(value=value, text=text, usage=usage)
+        if explain is not None:
+            error = explain(error, u)
+        convo = convo + reask_messages(text, error)
+    raise InvalidOutput(error, raw=text, usage=usage)
 
 
 def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
