@@ -3,6 +3,7 @@ non-interactive forms for scripts: --list, --accept-unflagged, --export FILE.htm
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -79,13 +80,19 @@ def review(
             f"wait for review; {n['already_decided']} already had a decision",
             err=list_,
         )
-    if list_:
-        for row in stage.list_rows(session, flagged_only=flagged):
-            click.echo("\t".join(row))
+    if interactive or accept_unflagged:  # --list and --export only read: they mark nothing
+        session.record_stage()
     if export_path:
         n_out = stage.export_html(session, export_path, flagged_only=flagged)
         click.echo(f"wrote {export_path} ({n_out} examples)", err=list_)
-    session.record_stage()
+    if list_:
+        try:
+            for row in stage.list_rows(session, flagged_only=flagged):
+                click.echo("\t".join(row))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `distill review --list | head`: the reader has what it wanted
+            _quiet_stdout()
+            return
     c = session.counts()
     click.echo(
         f"{session.reviewed} / {session.total} reviewed: {c['accepted']} accepted, "
@@ -93,3 +100,12 @@ def review(
         f"decisions in {run.file(stage.REVIEW_FILE)}",
         err=True,
     )
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush meets no closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. under a test runner)
+        pass

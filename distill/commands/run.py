@@ -7,12 +7,34 @@ from typing import Any
 
 import click
 
-from distill.models import DEFAULT_STUDENT, DEFAULT_TEACHER, parse_model
+from distill.models import DEFAULT_TEACHER, parse_model
 
 # The demo sizes: the embedded teacher writes a conversation in ~10 s on 2 cores, so the
 # default n keeps `distill run` with no flags within ~15 minutes end to end.
 EMBEDDED_N = 24
 HOSTED_N = 300
+
+# run's flags and the stages they set; every other flag of a stage comes from that stage's
+# own settings (DISTILL_<STAGE>_*, the [stage] table of distill.toml) or its default
+RUN_FLAGS = {
+    "generate": (
+        "seeds",
+        "style",
+        "name",
+        "teacher",
+        "base_url",
+        "n",
+        "seed",
+        "concurrency",
+        "max_budget",
+    ),
+    "dedupe": (),
+    "split": ("eval_size", "seed"),
+    "train": ("student", "epochs", "seed", "yes"),
+    "eval": ("judge",),
+}
+# stage flags that make no sense inside `distill run` (it picks the run and does the work)
+NOT_IN_RUN = {"run_dir", "dry_run", "input_path", "output_path", "attach", "cancel"}
 
 
 @click.command()
@@ -30,7 +52,11 @@ HOSTED_N = 300
 )
 @click.option("--name", default=None, help="Run name (default: the seeds file's stem).")
 @click.option("--teacher", default=DEFAULT_TEACHER, show_default=True)
-@click.option("--student", default=DEFAULT_STUDENT, show_default=True)
+@click.option(
+    "--student",
+    default=None,
+    help="Default: gpt-4o-mini after a teacher hosted by OpenAI, else local:smollm2-135m.",
+)
 @click.option(
     "--judge",
     default=None,
@@ -50,74 +76,166 @@ HOSTED_N = 300
 @click.option("--max-budget", type=float, default=None, help="Hard cap in USD for teacher calls.")
 @click.option("--yes", "-y", is_flag=True, help="Skip the hosted fine-tune's cost confirmation.")
 @click.pass_context
-def run(
-    ctx: click.Context,
-    seeds: Path,
-    style: Path | None,
-    name: str | None,
-    teacher: str,
-    student: str,
-    judge: str | None,
-    base_url: str | None,
-    n: int | None,
-    epochs: int | None,
-    eval_size: str | None,
-    seed: int,
-    concurrency: int | None,
-    max_budget: float | None,
-    yes: bool,
-) -> None:
-    """generate -> dedupe -> split -> train -> eval, skipping stages whose inputs are unchanged."""
-    from distill.cli import cli
-    from distill.errors import InputError
-    from distill.runs import OUTPUTS, Run
-    from distill.stages.pipeline import run_pipeline
+def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
+    """generate -> dedupe -> split -> train -> eval, skipping stages whose inputs are unchanged.
+
+    Each stage also takes its own settings from DISTILL_<STAGE>_* and distill.toml's [stage]
+    table; run's flags (and DISTILL_RUN_*, [run]) win over them at the same layer.
+    """
+    from distill import runs
+    from distill.errors import InputError, RunError
+    from distill.stages.pipeline import pick_student, run_pipeline
+    from distill.stages.review import pending_review_line
 
     if not seeds.exists():
         raise InputError(f"{seeds}: seeds file not found; pass --seeds PATH to a chat JSONL")
-    style = style or seeds.with_name(seeds.stem + ".style.toml")
-    name = name or seeds.stem
-    if n is None:
-        n = EMBEDDED_N if parse_model(teacher).provider == "local" else HOSTED_N
-    options: dict[str, dict[str, Any]] = {
-        "generate": dict(
-            seeds=seeds,
-            style=style,
-            name=name,
-            teacher=teacher,
-            base_url=base_url,
-            n=n,
-            seed=seed,
-            concurrency=concurrency,
-            max_budget=max_budget,
-        ),
-        "dedupe": {},
-        "split": dict(eval_size=eval_size, seed=seed),
-        "train": dict(student=student, epochs=epochs, seed=seed, yes=yes),
-        "eval": dict(judge=judge),
-    }
-    run_dir = OUTPUTS / name
-
-    def invoke(stage: str, opts: dict) -> None:
-        cmd = cli.get_command(ctx, "eval" if stage == "eval" else stage)
-        assert cmd is not None
-        params = {p.name: p for p in cmd.params}
-        args = {
-            k: params[k].type_cast_value(ctx, v)
-            for k, v in opts.items()
-            if k in params and v is not None
-        }
-        known = set(params)
-        if "run_dir" in known and stage != "generate":
-            args["run_dir"] = run_dir
-        ctx.invoke(cmd, **args)
+    options = stage_options(ctx, seeds)
+    gen = options["generate"]
+    run_dir = runs.OUTPUTS / gen["name"]
 
     def say(msg: str) -> None:
         click.secho(msg, bold=True, err=True)
 
-    extra = {"generate": [seeds, style]}
-    result = run_pipeline(invoke, lambda: Run.open(run_dir), options, extra, say)
+    if options["train"]["student"] is None:
+        student, why = pick_student(gen["teacher"], gen["base_url"])
+        options["train"]["student"] = student
+        say(f"student: {student} ({why}; pass --student to choose)")
+    try:
+        line = pending_review_line(
+            runs.Run.open(run_dir), then="this run applies them (split, train and eval run again)"
+        )
+    except RunError:
+        line = None
+    if line:
+        say(f"note: {line}")
+
+    def invoke(stage: str, opts: dict[str, Any]) -> None:
+        STAGE_RUNNERS[stage](run_dir, dict(opts))
+
+    extra = {"generate": [gen["seeds"], gen["style"]]}
+    result = run_pipeline(invoke, lambda: runs.Run.open(run_dir), options, extra, say)
     report = next(iter(sorted(result.path.glob("eval/*/report.html"))), None)
     click.echo(f"Done: {result.path}")
     if report:
         click.echo(f"Report: {report}")
+
+
+def stage_options(ctx: click.Context, seeds: Path) -> dict[str, dict[str, Any]]:
+    """Each stage's flags as `distill run` drives it (see distill.config.combine)."""
+    from distill.cli import cli
+    from distill.config import DEFAULT, combine, layered_params, stage_settings
+
+    root = ctx.find_root()
+    own = layered_params(ctx)
+    options: dict[str, dict[str, Any]] = {}
+    layers: dict[str, dict[str, int]] = {}
+    for stage, flags in RUN_FLAGS.items():
+        command = cli.get_command(root, stage)
+        assert command is not None
+        args = ["--seeds", str(seeds)] if stage == "generate" else []
+        merged = combine({k: own[k] for k in flags}, stage_settings(root, command, stage, args))
+        options[stage] = {k: v for k, (v, _) in merged.items() if k not in NOT_IN_RUN}
+        layers[stage] = {k: layer for k, (_, layer) in merged.items()}
+    gen = options["generate"]
+    gen["seeds"] = seeds
+    gen["style"] = gen["style"] or seeds.with_name(seeds.stem + ".style.toml")
+    gen["name"] = gen["name"] or seeds.stem
+    if layers["generate"]["n"] == DEFAULT:  # no one chose n: size it for the teacher
+        gen["n"] = EMBEDDED_N if parse_model(gen["teacher"]).provider == "local" else HOSTED_N
+    if layers["train"]["student"] == DEFAULT:
+        options["train"]["student"] = None  # picked from the teacher by the caller
+    return options
+
+
+# -- the stages, called as library functions ------------------------------------------------
+def _generate(run_dir: Path, opts: dict[str, Any]) -> None:
+    from distill.commands.generate import _ProgressBar
+    from distill.stages import generate as stage
+
+    bar = _ProgressBar()
+    with bar:
+        result = stage.generate(stage.GenerateOptions(**opts), on_progress=bar.update)
+    p = result.progress
+    click.echo(
+        f"{result.run.path}: {p.generated} generated, {p.rejected} rejected of {p.total} "
+        f"planned; {p.calls} calls ({p.cached} from calls.sqlite, {p.reasks} re-asks), "
+        f"{p.tokens:,} tokens, ${p.cost_usd:.4f}, {result.elapsed_s:.1f} s"
+    )
+    reasons = stage.reject_reasons(result.run)
+    if reasons:
+        click.echo("Top rejection reasons: " + "; ".join(f"{r} ({n})" for r, n in reasons[:3]))
+
+
+def _dedupe(run_dir: Path, opts: dict[str, Any]) -> None:
+    from distill.commands.dedupe import _print
+    from distill.runs import Run
+    from distill.stages.dedupe import DedupeConfig, dedupe_run
+
+    seeds = opts.pop("seeds")
+    _print(dedupe_run(Run.open(run_dir), DedupeConfig(**opts), seeds=seeds))
+
+
+def _split(run_dir: Path, opts: dict[str, Any]) -> None:
+    from distill.runs import Run
+    from distill.stages.split import SplitConfig, parse_eval_size, split_run
+
+    config = SplitConfig(eval_size=parse_eval_size(str(opts["eval_size"])), seed=opts["seed"])
+    result = split_run(Run.open(run_dir), config)
+    counts = result.report["counts"]
+    click.echo(
+        f"train {counts['train']}, eval {counts['eval']} (review: {counts['review_rejected']} "
+        f"rejected, {counts['review_edited']} edited); eval examples with Jaccard >= "
+        f"{result.report['leakage']['threshold']} to train: "
+        f"{result.report['leakage']['count_above_threshold']}"
+    )
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+def _train(run_dir: Path, opts: dict[str, Any]) -> None:
+    from distill.runs import Run
+    from distill.stages.pipeline import train_student
+
+    student = opts.pop("student")
+    require_review = bool(opts.pop("require_review", False))
+    train_student(
+        Run.open(run_dir),
+        student,
+        require_review=require_review,
+        say=lambda line: click.echo(line, err=True),
+        **opts,
+    )
+
+
+def _eval(run_dir: Path, opts: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from distill.commands.evaluate import print_summary
+    from distill.runs import Run
+    from distill.stages.evaluate import evaluate
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("eval calls", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = evaluate(Run.open(run_dir), progress=progress, **opts)
+    print_summary(report)
+
+
+STAGE_RUNNERS = {
+    "generate": _generate,
+    "dedupe": _dedupe,
+    "split": _split,
+    "train": _train,
+    "eval": _eval,
+}

@@ -19,7 +19,10 @@ def status(run_dir, fmt: str) -> None:
     """Show the run's stages, counts, spend and job state."""
     run = Run.open(run_dir)
     m = run.manifest
+    pending = _pending_review(run)
     if fmt == "json":
+        if pending:
+            m["review_pending"] = pending
         click.echo(json.dumps(m, indent=2, ensure_ascii=False))
         return
     from rich.console import Console
@@ -41,4 +44,18 @@ def status(run_dir, fmt: str) -> None:
             if k not in ("status", "at") and not isinstance(v, (dict, list))
         )
         table.add_row(name, str(info.get("status", "?")), details)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if pending:
+        console.print(f"note: {pending}", style="yellow", markup=False, soft_wrap=True)
+
+
+def _pending_review(run: Run) -> str | None:
+    """Review decisions train.jsonl does not follow yet (or why that cannot be told)."""
+    from distill.errors import DistillError
+    from distill.stages.review import pending_review_line
+
+    try:
+        return pending_review_line(run)
+    except DistillError as e:
+        return f"cannot compare review.jsonl with train.jsonl: {e}"

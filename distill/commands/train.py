@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from distill.commands.options import run_option
-from distill.models import DEFAULT_STUDENT, parse_model
 from distill.runs import Run
 
 
@@ -13,9 +12,9 @@ from distill.runs import Run
 @run_option
 @click.option(
     "--student",
-    default=DEFAULT_STUDENT,
-    show_default=True,
-    help="gpt-4o-mini (hosted) or local:NAME|PATH (LoRA on this machine).",
+    default=None,
+    help="gpt-4o-mini (hosted) or local:NAME|PATH (LoRA on this machine). Default: "
+    "gpt-4o-mini after a teacher hosted by OpenAI, else local:smollm2-135m.",
 )
 @click.option(
     "--epochs",
@@ -26,7 +25,11 @@ from distill.runs import Run
 @click.option(
     "--batch-size", type=int, default=None, help="Hosted: examples per batch (default auto)."
 )
-@click.option("--require-review", is_flag=True, help="Refuse while examples are unreviewed.")
+@click.option(
+    "--require-review",
+    is_flag=True,
+    help="Refuse while any example in train.jsonl or eval.jsonl has no review decision.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Hosted: skip the cost confirmation.")
 # hosted
 @click.option("--base-url", default=None, help="Hosted: an OpenAI-compatible fine-tuning API.")
@@ -82,36 +85,29 @@ from distill.runs import Run
     help="Local: also checkpoint every N steps (default: each epoch and every 2 minutes).",
 )
 @click.option("--merge", is_flag=True, help="Local: also write a merged model.")
-def train(run_dir, student: str, require_review: bool, **opts) -> None:
-    """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation)."""
+def train(run_dir, student: str | None, require_review: bool, **opts) -> None:
+    """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation).
+
+    The review decisions are applied first: rejected examples leave train.jsonl and
+    eval.jsonl (to rejected.jsonl), edited ones are trained as edited.
+    """
+    from distill.stages.pipeline import pick_student, run_teacher, train_student
+
     run = Run.open(run_dir)
-    ctx = click.get_current_context()
-    if (opts.get("attach") or opts.get("cancel")) and ctx.get_parameter_source(
-        "student"
-    ) == click.core.ParameterSource.DEFAULT:
-        # --attach / --cancel act on the run's hosted job without repeating --student
+    if student is None:
         last = run.stage("train")
-        if last.get("backend") == "openai" and str(last.get("student", "")).startswith("openai:"):
-            student = last["student"]
-    ref = parse_model(student)
-    if require_review:
-        from distill.stages.review import unreviewed_count
+        if (
+            (opts.get("attach") or opts.get("cancel"))
+            and last.get("backend") == "openai"
+            and str(last.get("student", "")).startswith("openai:")
+        ):
+            # --attach / --cancel act on the run's hosted job without repeating --student
+            student = str(last["student"])
+        else:
+            student, why = pick_student(*run_teacher(run))
+            click.echo(f"student: {student} ({why}; pass --student to choose)", err=True)
 
-        left = unreviewed_count(run)
-        if left:
-            raise click.ClickException(
-                f"{left} examples are unreviewed; run `distill review` (or `distill review "
-                "--accept-unflagged`) first, or drop --require-review"
-            )
-    if ref.provider == "local":
-        from distill.stages.train_local import train_local
+    def say(line: str) -> None:
+        click.echo(line, err=True)
 
-        train_local(run, ref.name, **opts)
-    elif ref.provider == "openai":
-        from distill.stages.train_hosted import train_hosted
-
-        train_hosted(run, ref.name, **opts)
-    else:
-        raise click.ClickException(
-            f"cannot fine-tune {student!r}: use a hosted model (gpt-4o-mini) or local:NAME|PATH"
-        )
+    train_student(run, student, require_review=require_review, say=say, **opts)
