@@ -94,6 +94,7 @@ def test_run_end_to_end_then_rerun_skips_current_stages(tmp_path, tiny_model_dir
             assert (run / name).stat().st_size > 0, name
         reports = list(run.glob("eval/*/report.html"))
         assert reports and f"Report: {reports[0]}" in first.stdout
+        assert "Next: distill" not in first.stdout  # the stages' own hints belong to them
         manifest = json.loads((run / "manifest.json").read_text())
         assert {"generate", "dedupe", "split", "train", "eval"} <= set(manifest["stages"])
         calls_before = server.counts["requests"]

@@ -86,7 +86,7 @@ def test_stage_tables_of_distill_toml_apply_to_run(tmp_path, calls, seeds):
         "[generate]\nn = 7\ntemperature = 0.3\n"
         "[dedupe]\nthreshold = 0.7\n"
         "[split]\neval-size = '5'\n"
-        "[train]\nlr = 0.001\nepochs = 2\n"
+        "[train]\nlr = 0.001\nepochs = 2\nrequire_review = true\n"
         "[eval]\nlimit = 4\n"
     )
     r = distill_run("--seeds", seeds)
@@ -97,6 +97,7 @@ def test_stage_tables_of_distill_toml_apply_to_run(tmp_path, calls, seeds):
     assert opts_of(calls, "dedupe")["threshold"] == 0.7
     assert opts_of(calls, "split")["eval_size"] == "5"
     assert opts_of(calls, "train")["lr"] == 0.001 and opts_of(calls, "train")["epochs"] == 2
+    assert opts_of(calls, "train")["require_review"] is True
     assert opts_of(calls, "eval")["limit"] == 4
 
 
