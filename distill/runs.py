@@ -98,21 +98,24 @@ def repair_jsonl(path: Path) -> None:
         f.truncate(0)
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield records of a JSONL file. A partial last line (a killed writer) is skipped; any
-    other bad line (not UTF-8, not JSON, not an object, too deep) is an InputError naming
-    file:line and what to do."""
+def jsonl_lines(path: Path) -> Iterator[tuple[int, str, int]]:
+    """(line number, text ending in a newline, bytes read so far) for each non-blank line,
+    unparsed, so a caller can pass lines on as they came. A byte-order mark on the first line
+    is dropped (`distill validate` reports it); a partial last line (a killed writer) that is
+    not valid JSON is skipped; a line that is not UTF-8 is an InputError naming file:line."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder; pass a .jsonl file") from None
+    done = 0
     with f:
         for lineno, raw in enumerate(f, 1):
+            done += len(raw)
             last = not raw.endswith(b"\n")
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a BOM: harmless here (`distill validate` reports it)
+                raw = raw[3:]
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -123,19 +126,38 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 ) from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                if last:
+            if last:
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError:
                     return  # truncated final line from a killed writer
-                raise InputError(
-                    f"{path}:{lineno}: invalid JSON ({e.msg}); fix or remove the line"
-                ) from None
-            except RecursionError:
-                raise InputError(f"{path}:{lineno}: JSON nested too deeply") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object per line")
-            yield obj
+                except RecursionError:
+                    pass  # whole, only too deep: parse_jsonl_line says so
+                line += "\n"
+            yield lineno, line, done
+
+
+def parse_jsonl_line(path: Path, lineno: int, line: str) -> Any:
+    """One line's JSON value; invalid or too-deep JSON is an InputError naming file:line."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"{path}:{lineno}: invalid JSON ({e.msg}); fix or remove the line"
+        ) from None
+    except RecursionError:
+        raise InputError(f"{path}:{lineno}: JSON nested too deeply") from None
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield records of a JSONL file. A partial last line (a killed writer) is skipped; any
+    other bad line (not UTF-8, not JSON, not an object, too deep) is an InputError naming
+    file:line and what to do."""
+    for lineno, line, _ in jsonl_lines(path):
+        obj = parse_jsonl_line(path, lineno, line)
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object per line")
+        yield obj
 
 
 def sha256_file(path: Path) -> str:

@@ -22,18 +22,18 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DistillError, InputError, UsageError
-from distill.runs import Run, atomic_write_json, atomic_write_jsonl, read_jsonl
-from distill.stages.dedupe import (
+from distill.minhash import (
     UnionFind,
     band_keys,
     candidate_pairs,
-    drop_stage_rejections,
     estimate_jaccard,
     example_text,
     recall_params,
     shingle_sets,
     signatures,
 )
+from distill.rejections import drop_stage_rejections
+from distill.runs import Run, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 STAGE = "split"
 OPENAI_MIN = 10  # OpenAI fine-tuning needs at least 10 examples per file
