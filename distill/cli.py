@@ -15,6 +15,7 @@ from distill.errors import DistillError
 COMMANDS = {
     "validate": "distill.commands.validate:validate",
     "generate": "distill.commands.generate:generate",
+    "import": "distill.commands.import_:import_",
     "dedupe": "distill.commands.dedupe:dedupe",
     "split": "distill.commands.split:split",
     "review": "distill.commands.review:review",

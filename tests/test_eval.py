@@ -80,12 +80,24 @@ def test_probe_checks(item, reply, ok):
 
 def test_shipped_probe_items_accept_a_right_answer_and_refuse_a_wrong_one():
     probe = ev.load_probe()
-    assert 45 <= len(probe) <= 60
+    # enough items that the paired forgetting drop's interval is about +-5 points
+    assert len(probe) >= 350
+    assert len({p["id"] for p in probe}) == len(probe)
     assert {p["skill"] for p in probe} >= {"arithmetic", "units", "capitals", "format"}
     for item in probe:
         right = item.get("example", str(item["answer"]))
         assert metrics.check_probe(item, right), item["id"]
         assert not metrics.check_probe(item, "I am not sure, sorry."), item["id"]
+        # a model that only repeats the question must not pass
+        assert not metrics.check_probe(item, item["prompt"]), item["id"]
+
+
+def test_probe_subset_is_spread_over_skills_and_stable():
+    probe = ev.load_probe()
+    sub = ev.probe_subset(probe, 60)
+    assert len(sub) == 60 and sub == ev.probe_subset(probe, 60)
+    assert {p["skill"] for p in sub} == {p["skill"] for p in probe}
+    assert ev.probe_subset(probe, None) == probe
 
 
 def test_loss_gap_from_a_training_log(tmp_path):

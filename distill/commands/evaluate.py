@@ -24,6 +24,13 @@ from distill.commands.options import run_option
 @click.option("--base-url", default=None, help="An OpenAI-compatible server for openai: models.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Calls in flight.")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N eval examples.")
+@click.option(
+    "--probe-size",
+    type=int,
+    default=None,
+    help="Ask only N general-skills probe items, spread over every skill (default: all 388; "
+    "about 400 are needed for a +-5-point interval on the forgetting drop).",
+)
 def eval_(run_dir, **opts: Any) -> None:
     """Score the student vs its base on eval.jsonl: style, similarity, judge, forgetting."""
     from rich.console import Console
@@ -103,5 +110,8 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
-    console.print(Text(report["verdict"], style="bold"), soft_wrap=True)
+    head = report["headline"]
+    style = {"worked": "bold green", "did-not-work": "bold red"}.get(head["outcome"], "bold yellow")
+    console.print(Text(head["text"], style=style), soft_wrap=True)
+    console.print(Text(report["verdict"]), soft_wrap=True)
     console.print(Text(f"report: {report['folder']}/report.html"), soft_wrap=True)

