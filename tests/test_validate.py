@@ -392,13 +392,13 @@ def test_duplicates_found_the_same_when_hashes_spill_to_disk(tmp_path, monkeypat
     monkeypatch.setattr(v, "DEDUPE_CHUNK", 4)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seen: list[list[str]] = []
-    spill = v._Duplicates.spill
+    spill = v.Duplicates.spill
 
     def spy(self):
         spill(self)
         seen.append(sorted(p.name for p in Path(self.tmp.name).iterdir()))
 
-    monkeypatch.setattr(v._Duplicates, "spill", spy)
+    monkeypatch.setattr(v.Duplicates, "spill", spy)
     spilled_report = validate_file(path, max_per_code=20)
     spilled = [(p.line, p.message) for p in spilled_report.warnings]
     assert in_memory[:20] == spilled and len(in_memory) == 27
