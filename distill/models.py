@@ -12,9 +12,14 @@ from typing import Any
 from distill.errors import UsageError
 
 PROVIDERS = ("openai", "ollama", "local", "fake")
-DEFAULT_TEACHER = "local:smollm2-135m"
+DEFAULT_TEACHER = "local:smollm2-135m"  # offline, nothing to configure
+HOSTED_TEACHER = "gpt-4o-mini"  # when OPENAI_API_KEY is set and no teacher is named
 DEFAULT_STUDENT = "local:smollm2-135m"
 DEFAULT_FINE_TUNE_CONTEXT = 16385  # the cookbook's check, for models the table does not know
+# How many conversations to generate when none is asked for: the embedded teacher writes one
+# in ~10 s on 2 cores, so EMBEDDED_N keeps a run with no flags within minutes.
+EMBEDDED_N = 24
+HOSTED_N = 300
 
 
 @dataclass(frozen=True)
@@ -78,25 +83,35 @@ def fine_tune_context(name: str) -> int:
     return int(facts["context"]) if facts else DEFAULT_FINE_TUNE_CONTEXT
 
 
-def inference_price(name: str) -> tuple[float, float] | None:
-    """(input, output) USD per 1M tokens, or None when unknown (local models are free)."""
-    t = model_table()
-    if name in t["inference"]:
-        f = t["inference"][name]
-        return f["input_per_1m"], f["output_per_1m"]
-    ft = fine_tune_facts(name)
-    if ft is None and name.startswith("ft:"):
-        ft = fine_tune_facts(name.split(":")[1])
-    if ft:
-        return ft["input_per_1m"], ft["output_per_1m"]
-    for base, f in t["inference"].items():
-        if name.startswith(base + "-"):
-            return f["input_per_1m"], f["output_per_1m"]
-    return None
+@dataclass(frozen=True)
+class Price:
+    """What a model charges, in USD per million tokens."""
+
+    input_per_1m: float
+    output_per_1m: float
 
 
-def call_cost(name: str, prompt_tokens: int, completion_tokens: int) -> float:
-    price = inference_price(name)
+FREE = Price(0.0, 0.0)
+
+
+def price_of(ref: ModelRef) -> Price | None:
+    """The list price of a model: free when it runs here (local, ollama, fake), the model
+    table's for OpenAI models (a dated or fine-tuned name takes its base's), None when unknown
+    (a model on an OpenAI-compatible server: give one with --price-in/--price-out)."""
+    if ref.provider != "openai":
+        return FREE
+    name, t = ref.name, model_table()
+    facts = t["inference"].get(name) or fine_tune_facts(name)
+    if facts is None and name.startswith("ft:"):
+        facts = fine_tune_facts(name.split(":")[1])
+    if facts is None:
+        facts = next((f for base, f in t["inference"].items() if name.startswith(base + "-")), None)
+    return Price(facts["input_per_1m"], facts["output_per_1m"]) if facts else None
+
+
+def call_cost(price: Price | None, prompt_tokens: float, completion_tokens: float) -> float:
+    """What a call costs in USD: every price in distill (spent, worst case, estimate) is this.
+    An unknown price counts as 0."""
     if price is None:
         return 0.0
-    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+    return (prompt_tokens * price.input_per_1m + completion_tokens * price.output_per_1m) / 1e6

@@ -108,6 +108,37 @@ class Scope(BaseModel):
     off_topic_markers: list[str] = Field(default_factory=list)
 
 
+# Phrases that give away who is talking in almost any support chat; a spec adds its own.
+CUSTOMER_SAYS = (
+    "my order",
+    "i ordered",
+    "i bought",
+    "i received my",
+    "where is my",
+    "i want a refund",
+    "i'd like a refund",
+)
+AGENT_SAYS = (
+    "how can i help",
+    "how may i help",
+    "how can i assist",
+    "how may i assist",
+    "thanks for contacting",
+    "thank you for contacting",
+    "welcome to",
+)
+
+
+class Roles(BaseModel):
+    """Phrases only one side of the chat says (whole words, any case): a reply that says a
+    customer's phrase, or a customer message that says the agent's, has the roles swapped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_says: list[str] = Field(default_factory=lambda: list(CUSTOMER_SAYS))
+    agent_says: list[str] = Field(default_factory=lambda: list(AGENT_SAYS))
+
+
 class StyleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -118,6 +149,7 @@ class StyleSpec(BaseModel):
     rules: list[Rule] = Field(default_factory=list)
     axes: Axes = Field(default_factory=Axes)
     scope: Scope = Field(default_factory=Scope)
+    roles: Roles = Field(default_factory=Roles)
     source: str = Field(default="", exclude=True)
 
     @classmethod

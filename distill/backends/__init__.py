@@ -1,4 +1,4 @@
-"""Teacher, student and judge backends behind one Protocol (see base.py).
+"""Teacher, student and judge backends behind one interface (chat.py).
 
 `get_backend("openai:gpt-4o")`, `get_backend("ollama:llama3.1:8b")`,
 `get_backend("local:smollm2-135m")`, `get_backend("fake:x")`. Heavy imports happen only for
@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.backends.base import Backend, FakeBackend, InvalidOutput, Reply, Usage, cached_chat
-from distill.models import parse_model
+from distill.backends.base import (
+    Backend,
+    FakeBackend,
+    InvalidOutput,
+    Reply,
+    Usage,
+    cached_chat,
+)
+from distill.models import Price, parse_model
 
 __all__ = [
     "Backend",
@@ -19,6 +26,7 @@ __all__ = [
     "Reply",
     "Usage",
     "cached_chat",
+    "close_backend",
     "get_backend",
 ]
 
@@ -28,16 +36,21 @@ def get_backend(
     *,
     base_url: str | None = None,
     timeout: float = 60.0,
+    price: Price | None = None,
     **opts: Any,
 ) -> Backend:
-    """A backend for a model string. Options a provider does not use are ignored:
+    """A backend for a model string, priced at `price` when given (else the model table's
+    list price). Options a provider does not use are ignored:
     openai: api_key, mode (tools|json_schema|json), rpm, tpm, max_http_retries, backoff_base;
     ollama: rpm, tpm; local: device, batch_size."""
     ref = parse_model(model)
     opts = {k: v for k, v in opts.items() if v is not None}
     if ref.provider == "fake":  # for tests and dry pipeline runs: answers "fake reply"
         return FakeBackend(
-            opts.get("answers"), default=opts.get("default", _fake_reply), name=ref.name
+            opts.get("answers"),
+            default=opts.get("default", _fake_reply),
+            name=ref.name,
+            price=price,
         )
     if ref.provider == "openai":
         from distill.backends.openai_backend import OpenAIBackend
@@ -47,6 +60,7 @@ def get_backend(
             ref.name,
             base_url=base_url,
             timeout=timeout,
+            price=price,
             **{k: v for k, v in opts.items() if k in keep},
         )
     if ref.provider == "ollama":
@@ -57,12 +71,13 @@ def get_backend(
             ref.name,
             base_url=base_url,
             timeout=timeout,
+            price=price,
             **{k: v for k, v in opts.items() if k in keep},
         )
     from distill.backends.local import LocalBackend
 
     keep = {"device", "batch_size", "batch_wait_s", "default_max_tokens"}
-    return LocalBackend(ref.name, **{k: v for k, v in opts.items() if k in keep})
+    return LocalBackend(ref.name, price=price, **{k: v for k, v in opts.items() if k in keep})
 
 
 def _fake_reply(messages: list[dict[str, Any]]) -> str:

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from distill.backends.base import Reply, Usage
-from distill.backends.structured import reask_loop, schema_text
+from distill.backends.chat import Backend, Call
+from distill.backends.reply import Usage
+from distill.backends.structured import schema_text
 from distill.errors import InputError, require
-from distill.models import ModelRef
+from distill.models import ModelRef, Price
 
 
 async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
@@ -121,7 +120,7 @@ class _RowGrammar:
         return scores
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     def __init__(
         self,
         name: str,
@@ -130,13 +129,14 @@ class LocalBackend:
         batch_size: int = 8,
         batch_wait_s: float = 0.05,
         default_max_tokens: int = 512,
+        price: Price | None = None,
         **_: Any,
     ) -> None:
-        self.ref = ModelRef("local", name)
+        super().__init__(ModelRef("local", name), price)
         self.device = device
         self.batch_size = max(1, batch_size)
         self.batch_wait_s = batch_wait_s
-        self.default_max_tokens = default_max_tokens
+        self.default_max_tokens: int = default_max_tokens
         self._model: Any = None
         self._tok: Any = None
         self._compiler: Any = None
@@ -259,7 +259,7 @@ class LocalBackend:
                 if not j.future.done():
                     j.future.set_result(r)
 
-    async def _complete(
+    async def _queued(
         self,
         messages: list[dict[str, Any]],
         schema: str | None,
@@ -288,27 +288,9 @@ class LocalBackend:
                 pass
         self._worker = None
 
-    async def chat(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        response_model: type[BaseModel] | None = None,
-        max_retries: int = 2,
-        temperature: float = 0.7,
-        max_tokens: int | None = None,
-        seed: int | None = None,
-    ) -> Reply:
-        schema = schema_text(response_model) if response_model is not None else None
-        limit = max_tokens or self.default_max_tokens
-
-        async def once(convo: list[dict[str, Any]]) -> tuple[str, Usage]:
-            t0 = time.perf_counter()
-            text, n_in, n_out = await self._complete(convo, schema, limit, temperature, seed)
-            return text, Usage(n_in, n_out, time.perf_counter() - t0)
-
-        def explain(error: str, usage: Usage) -> str:
-            if usage.completion_tokens >= limit:
-                return f"{error} (the output was cut at {limit} tokens; keep it shorter)"
-            return error
-
-        return await reask_loop(once, messages, response_model, max_retries, explain)
+    async def complete(self, messages: list[dict[str, Any]], call: Call) -> tuple[str, Usage]:
+        schema = schema_text(call.response_model) if call.response_model is not None else None
+        limit = call.max_tokens or self.default_max_tokens
+        t0 = time.perf_counter()
+        text, n_in, n_out = await self._queued(messages, schema, limit, call.temperature, call.seed)
+        return text, Usage(n_in, n_out, time.perf_counter() - t0)

@@ -12,22 +12,16 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 
-from distill.backends.base import Reply, Usage
-from distill.backends.structured import (
-    RETRYABLE_STATUS,
-    Limits,
-    backoff_s,
-    estimate_tokens,
-    reask_loop,
-    schema_of,
-)
+from distill.backends.chat import Backend, Call
+from distill.backends.pacing import RETRYABLE_STATUS, Limits, backoff_s, estimate_tokens
+from distill.backends.reply import Usage
+from distill.backends.structured import schema_of
 from distill.errors import BackendError
-from distill.models import ModelRef
+from distill.models import ModelRef, Price
 
 
-class OllamaBackend:
+class OllamaBackend(Backend):
     def __init__(
         self,
         name: str,
@@ -38,8 +32,9 @@ class OllamaBackend:
         tpm: float | None = None,
         max_http_retries: int = 4,
         backoff_base: float = 0.5,
+        price: Price | None = None,
     ) -> None:
-        self.ref = ModelRef("ollama", name)
+        super().__init__(ModelRef("ollama", name), price)
         self.host = base_url or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
         self.timeout = timeout
         self.limits = Limits(rpm, tpm)
@@ -94,34 +89,21 @@ class OllamaBackend:
             )
         raise BackendError(f"{self.ref}: gave up after {self.max_http_retries + 1} tries ({last})")
 
-    async def chat(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        response_model: type[BaseModel] | None = None,
-        max_retries: int = 2,
-        temperature: float = 0.7,
-        max_tokens: int | None = None,
-        seed: int | None = None,
-    ) -> Reply:
-        options: dict[str, Any] = {"temperature": temperature}
-        if max_tokens:
-            options["num_predict"] = max_tokens
-        if seed is not None:
-            options["seed"] = seed
-        fmt = schema_of(response_model) if response_model is not None else None
-
-        async def once(convo: list[dict[str, Any]]) -> tuple[str, Usage]:
-            await self.limits.acquire(estimate_tokens(convo, max_tokens))
-            t0 = time.perf_counter()
-            resp = await self._chat_once(
-                model=self.ref.name, messages=convo, format=fmt, options=options
-            )
-            usage = Usage(
-                prompt_tokens=int(resp.prompt_eval_count or 0),
-                completion_tokens=int(resp.eval_count or 0),
-                latency_s=time.perf_counter() - t0,
-            )
-            return resp.message.content or "", usage
-
-        return await reask_loop(once, messages, response_model, max_retries)
+    async def complete(self, messages: list[dict[str, Any]], call: Call) -> tuple[str, Usage]:
+        options: dict[str, Any] = {"temperature": call.temperature}
+        if call.max_tokens:
+            options["num_predict"] = call.max_tokens
+        if call.seed is not None:
+            options["seed"] = call.seed
+        fmt = schema_of(call.response_model) if call.response_model is not None else None
+        await self.limits.acquire(estimate_tokens(messages, call.max_tokens))
+        t0 = time.perf_counter()
+        resp = await self._chat_once(
+            model=self.ref.name, messages=messages, format=fmt, options=options
+        )
+        usage = Usage(
+            prompt_tokens=int(resp.prompt_eval_count or 0),
+            completion_tokens=int(resp.eval_count or 0),
+            latency_s=time.perf_counter() - t0,
+        )
+        return resp.message.content or "", usage

@@ -16,22 +16,19 @@ import time
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel
 
-from distill.backends.base import Reply, Usage
-from distill.backends.structured import (
+from distill.backends.chat import Backend, Call
+from distill.backends.pacing import (
     RETRYABLE_STATUS,
     Limits,
-    Mode,
     backoff_s,
     estimate_tokens,
-    reask_loop,
     retry_after_s,
-    schema_of,
-    tool_of,
 )
+from distill.backends.reply import Usage
+from distill.backends.structured import Mode, schema_of, tool_of
 from distill.errors import BackendError
-from distill.models import ModelRef
+from distill.models import ModelRef, Price
 
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -50,7 +47,7 @@ def default_mode(base_url: str) -> Mode:
     return Mode.TOOLS if "api.openai.com" in base_url else Mode.JSON_SCHEMA
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     def __init__(
         self,
         name: str,
@@ -64,8 +61,9 @@ class OpenAIBackend:
         max_http_retries: int = 6,
         backoff_base: float = 0.5,
         max_connections: int = 256,
+        price: Price | None = None,
     ) -> None:
-        self.ref = ModelRef("openai", name)
+        super().__init__(ModelRef("openai", name), price)
         url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
         self.base_url = url
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
@@ -173,27 +171,21 @@ class OpenAIBackend:
         return f"{self.ref}: HTTP {status} ({msg})"
 
     # -- the call -------------------------------------------------------------------------
-    def _body(
-        self,
-        messages: list[dict[str, Any]],
-        response_model: type[BaseModel] | None,
-        temperature: float,
-        max_tokens: int | None,
-        seed: int | None,
-    ) -> dict[str, Any]:
+    def _body(self, messages: list[dict[str, Any]], call: Call) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.ref.name,
             "messages": messages,
-            "temperature": temperature,
+            "temperature": call.temperature,
         }
-        if max_tokens:
-            body["max_tokens"] = max_tokens
-        if seed is not None:
-            body["seed"] = seed
-        if response_model is None:
+        if call.max_tokens:
+            body["max_tokens"] = call.max_tokens
+        if call.seed is not None:
+            body["seed"] = call.seed
+        model = call.response_model
+        if model is None:
             return body
         if self.mode is Mode.TOOLS:
-            tool = tool_of(response_model)
+            tool = tool_of(model)
             body["tools"] = [tool]
             body["tool_choice"] = {
                 "type": "function",
@@ -202,17 +194,14 @@ class OpenAIBackend:
         elif self.mode is Mode.JSON_SCHEMA:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {
-                    "name": response_model.__name__,
-                    "schema": schema_of(response_model),
-                },
+                "json_schema": {"name": model.__name__, "schema": schema_of(model)},
             }
         else:
             body["response_format"] = {"type": "json_object"}
             hint = {
                 "role": "system",
                 "content": "Answer with one JSON object matching this schema: "
-                + json.dumps(schema_of(response_model)),
+                + json.dumps(schema_of(model)),
             }
             body["messages"] = [hint, *messages]
         return body
@@ -223,27 +212,15 @@ class OpenAIBackend:
             return str(msg["tool_calls"][0]["function"].get("arguments") or "")
         return str(msg.get("content") or "")
 
-    async def chat(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        response_model: type[BaseModel] | None = None,
-        max_retries: int = 2,
-        temperature: float = 0.7,
-        max_tokens: int | None = None,
-        seed: int | None = None,
-    ) -> Reply:
-        async def once(convo: list[dict[str, Any]]) -> tuple[str, Usage]:
-            body = self._body(convo, response_model, temperature, max_tokens, seed)
-            await self.limits.acquire(estimate_tokens(body["messages"], max_tokens))
-            t0 = time.perf_counter()
-            data = await self._post(body)
-            u = data.get("usage") or {}
-            usage = Usage(
-                prompt_tokens=int(u.get("prompt_tokens") or 0),
-                completion_tokens=int(u.get("completion_tokens") or 0),
-                latency_s=time.perf_counter() - t0,
-            )
-            return self._text_of(data, response_model is not None), usage
-
-        return await reask_loop(once, messages, response_model, max_retries)
+    async def complete(self, messages: list[dict[str, Any]], call: Call) -> tuple[str, Usage]:
+        body = self._body(messages, call)
+        await self.limits.acquire(estimate_tokens(body["messages"], call.max_tokens))
+        t0 = time.perf_counter()
+        data = await self._post(body)
+        u = data.get("usage") or {}
+        usage = Usage(
+            prompt_tokens=int(u.get("prompt_tokens") or 0),
+            completion_tokens=int(u.get("completion_tokens") or 0),
+            latency_s=time.perf_counter() - t0,
+        )
+        return self._text_of(data, call.response_model is not None), usage

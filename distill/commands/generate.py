@@ -5,76 +5,22 @@ from __future__ import annotations
 import shlex
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import click
 
-from distill.models import DEFAULT_TEACHER
+from distill.commands.options import flags_from
+from distill.stages.generate.options import GenerateOptions
 
 
 @click.command()
-@click.option(
-    "--seeds",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help='Seed chats, one {"messages": [...]} per line.',
-)
-@click.option(
-    "--style",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Style spec (default: <seeds name>.style.toml next to the seeds).",
-)
-@click.option("--n", type=int, default=300, show_default=True, help="Conversations to plan.")
-@click.option(
-    "--teacher",
-    default=DEFAULT_TEACHER,
-    show_default=True,
-    help="openai:MODEL (or a bare gpt-* name), ollama:MODEL, local:NAME|PATH.",
-)
-@click.option(
-    "--base-url", default=None, help="Any OpenAI-compatible server (vLLM, LM Studio, ...)."
-)
-@click.option("--name", default=None, help="Run name under outputs/ (default: the seeds' stem).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Plan and sampling seed.")
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight.")
-@click.option("--rpm", type=float, default=None, help="Requests per minute limit.")
-@click.option("--tpm", type=float, default=None, help="Tokens per minute limit.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
-@click.option(
-    "--max-budget",
-    type=float,
-    default=None,
-    help="Hard cap in USD, counting requests in flight at their worst case.",
-)
-@click.option(
-    "--max-reasks",
-    type=int,
-    default=2,
-    show_default=True,
-    help="Re-asks when a reply breaks the style before it is rejected.",
-)
-@click.option(
-    "--temperature", type=float, default=0.8, show_default=True, help="Teacher temperature."
-)
-@click.option(
-    "--topic-check/--no-topic-check",
-    default=None,
-    help="Reject chats that drift off their planned topic (default: on for local teachers).",
-)
-@click.option(
-    "--roleplay/--no-roleplay",
-    default=None,
-    help="One teacher call per turn, as customer then assistant (default: on for local "
-    "teachers, which cannot write a whole chat).",
-)
+@flags_from(GenerateOptions)
 @click.option("--dry-run", is_flag=True, help="Print the plan and estimated cost; send nothing.")
 def generate(dry_run: bool, **kwargs: Any) -> None:
     """Expand the seeds into varied, style-consistent conversations with the teacher."""
     from distill.stages import generate as stage
 
-    opts = stage.GenerateOptions(**kwargs)
+    opts = GenerateOptions(**kwargs)
     if dry_run:
         _print_dry_run(stage.dry_run(opts), opts)
         return

@@ -1,0 +1,63 @@
+"""The one interface every teacher, student and judge sits behind.
+
+A backend makes single completions (`complete`); `chat` turns them into a reply, typed when a
+response_model is given, through the one re-ask loop (reask.py), and prices every attempt with
+the backend's `price` (the model table's list price unless one is given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from distill.backends.reask import Reask, reask_loop, validated
+from distill.backends.reply import Reply, Usage
+from distill.models import ModelRef, Price, call_cost, price_of
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one call asks for besides the messages."""
+
+    response_model: type[BaseModel] | None = None
+    temperature: float = 0.7
+    max_tokens: int | None = None
+    seed: int | None = None
+
+
+class Backend:
+    """A model behind `chat`. Subclasses implement `complete`, one unvalidated completion."""
+
+    default_max_tokens: int | None = None  # the completion limit when a call gives none
+
+    def __init__(self, ref: ModelRef, price: Price | None = None) -> None:
+        self.ref = ref
+        self.price = price if price is not None else price_of(ref)  # None: unknown
+
+    async def complete(self, messages: list[dict[str, Any]], call: Call) -> tuple[str, Usage]:
+        """The model's text for `messages` and what it took."""
+        raise NotImplementedError
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        response_model: type[BaseModel] | None = None,
+        max_retries: int = 2,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> Reply:
+        """A reply to `messages`; a typed one that fails validation is re-asked `max_retries`
+        times, then InvalidOutput."""
+        call = Call(response_model, temperature, max_tokens, seed)
+        limit = max_tokens or self.default_max_tokens
+
+        async def attempt(convo: list[dict[str, Any]]) -> Reply:
+            text, usage = await self.complete(convo, call)
+            usage.cost_usd = call_cost(self.price, usage.prompt_tokens, usage.completion_tokens)
+            return validated(response_model, text, usage, limit)
+
+        return await reask_loop(attempt, messages, Reask(max_reasks=max_retries))

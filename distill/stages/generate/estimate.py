@@ -1,0 +1,67 @@
+"""The dry run: the plan and what it would take in tokens and dollars, sending nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from distill.models import Price, call_cost, parse_model, price_of
+from distill.stages.generate.axes import plan_axes
+from distill.stages.generate.options import GenerateOptions
+from distill.stages.generate.plan import PlanPoint, make_plan
+from distill.stages.generate.prompts import build_messages
+from distill.stages.generate.seeds import load_seeds
+from distill.stages.generate.whole_chat import max_tokens_for
+from distill.style import StyleSpec
+
+
+@dataclass
+class DryRun:
+    plan: list[PlanPoint]
+    prompt_tokens: int
+    completion_tokens: int
+    worst_completion_tokens: int
+    price: Price | None
+    axes_source: str
+
+    @property
+    def cost_usd(self) -> float | None:
+        if self.price is None:
+            return None
+        return call_cost(self.price, self.prompt_tokens, self.completion_tokens)
+
+    @property
+    def worst_cost_usd(self) -> float | None:
+        if self.price is None:
+            return None
+        return call_cost(self.price, self.prompt_tokens, self.worst_completion_tokens)
+
+
+def count_tokens(texts: list[str]) -> int:
+    try:
+        import quicktok
+
+        enc = quicktok.get_encoding("o200k_base")
+        return sum(len(enc.encode(t)) for t in texts)
+    except Exception:  # pragma: no cover - quicktok is a dependency; fall back to 4 chars
+        return sum(len(t) // 4 for t in texts)
+
+
+def dry_run(opts: GenerateOptions) -> DryRun:
+    """The plan and the estimated tokens and cost; sends nothing, writes nothing."""
+    opts.validate()
+    opts = opts.resolved()
+    spec = StyleSpec.load(opts.style_path())
+    seeds = load_seeds(opts.seeds)
+    axes, source = plan_axes(spec, seeds, None, None)
+    plan = make_plan(axes, opts.n, opts.seed)
+    shown = opts.examples or 0
+    prompts = [m["content"] for p in plan for m in build_messages(spec, seeds, p, shown)[0]]
+    prompt_tokens = count_tokens(prompts)
+    per_exchange = count_tokens(
+        [json.dumps(p, ensure_ascii=False) for s in seeds for p in s.exchanges]
+    ) / max(1, sum(len(s.exchanges) for s in seeds))
+    completion = int(sum(per_exchange * p.turns + 8 for p in plan))
+    worst = sum(max_tokens_for(p.turns) for p in plan)
+    price = price_of(parse_model(opts.teacher))
+    return DryRun(plan, prompt_tokens, completion, worst, price, source)

@@ -1,0 +1,29 @@
+"""What a generate session has done so far (the progress bar, the summary, the manifest)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill.backends.base import Usage
+
+
+@dataclass
+class Progress:
+    done: int = 0
+    total: int = 0
+    generated: int = 0
+    rejected: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    reasks: int = 0
+    calls: int = 0
+    cached: int = 0
+
+    def count(self, usage: Usage, cached: bool) -> None:
+        """One call: replayed from calls.sqlite, or sent and paid for."""
+        self.calls += 1
+        if cached:
+            self.cached += 1
+            return
+        self.tokens += usage.prompt_tokens + usage.completion_tokens
+        self.cost_usd += usage.cost_usd

@@ -1,0 +1,196 @@
+"""generate(): set up the run folder, plan, and hand the points to the worker with the way of
+writing a chat that fits the teacher; record what happened in the manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from distill.backends import close_backend, get_backend
+from distill.backends.base import Backend
+from distill.calls import CallLog
+from distill.errors import BackendError, BudgetExceeded, RunError
+from distill.knobs import recorded
+from distill.runs import Run, sha256_file
+from distill.stages.generate.axes import plan_axes
+from distill.stages.generate.budget import Budget
+from distill.stages.generate.chats import ConversationTypes
+from distill.stages.generate.grammar import reply_pattern
+from distill.stages.generate.options import GenerateOptions
+from distill.stages.generate.outcomes import done_so_far
+from distill.stages.generate.plan import PlanPoint, make_plan
+from distill.stages.generate.progress import Progress
+from distill.stages.generate.prompts import prompt_hashes
+from distill.stages.generate.roleplay import RolePlay
+from distill.stages.generate.seeds import Seed, load_seeds
+from distill.stages.generate.teacher import STAGE, Teacher
+from distill.stages.generate.whole_chat import WholeChat
+from distill.stages.generate.worker import Worker
+from distill.style import StyleSpec
+
+
+@dataclass
+class GenerateResult:
+    run: Run
+    progress: Progress
+    elapsed_s: float
+    faults: dict[str, int]
+
+
+def generate(
+    opts: GenerateOptions,
+    *,
+    backend: Backend | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> GenerateResult:
+    """Run (or resume) generation into outputs/<name>/. `backend` overrides the teacher
+    string (tests pass a FakeBackend)."""
+    opts.validate()
+    opts = opts.resolved()
+    spec = StyleSpec.load(opts.style_path())
+    seeds = load_seeds(opts.seeds)
+    run = Run.create(opts.run_name(), outputs=opts.outputs)
+    teacher = backend or get_backend(
+        opts.teacher,
+        base_url=opts.base_url,
+        timeout=opts.timeout,
+        rpm=opts.rpm,
+        tpm=opts.tpm,
+        batch_size=min(8, opts.concurrency) if opts.is_local() else None,
+        **opts.backend_opts,
+    )
+    _check_same_plan(run, opts)
+    _record_inputs(run, opts, str(teacher.ref))
+    calls = CallLog(run.file("calls.sqlite"))
+    try:
+        axes, source = plan_axes(spec, seeds, teacher, calls, run.manifest.get("axes"))
+        plan = make_plan(axes, opts.n, opts.seed)
+        run.update_manifest(
+            axes={**axes.model_dump(), "source": source}, plan=[p.to_dict() for p in plan]
+        )
+        return _write_plan(run, opts, spec, seeds, plan, teacher, calls, on_progress)
+    finally:
+        calls.close()
+
+
+def _write_plan(
+    run: Run,
+    opts: GenerateOptions,
+    spec: StyleSpec,
+    seeds: list[Seed],
+    plan: list[PlanPoint],
+    backend: Backend,
+    calls: CallLog,
+    on_progress: Callable[[Progress], None] | None,
+) -> GenerateResult:
+    done = done_so_far(run)
+    todo = [p for p in plan if p.plan_index not in done]
+    spent = calls.totals(STAGE)
+    progress = Progress(
+        done=len(plan) - len(todo),
+        total=len(plan),
+        generated=len([i for i in done.generated if i < len(plan)]),
+        rejected=len([i for i in done.rejected if i < len(plan)]),
+        tokens=int(spent["prompt_tokens"] + spent["completion_tokens"]),
+        cost_usd=spent["cost_usd"],
+    )
+    budget = Budget(opts.max_budget, spent["cost_usd"], backend.price)
+    teacher = Teacher(backend, calls, budget, progress, opts.temperature)
+    pattern = reply_pattern(spec, seeds) if opts.is_local() else None
+    types = ConversationTypes(spec, topic_check=bool(opts.topic_check), reply_pattern=pattern)
+    reasks = opts.max_reasks
+    chat: WholeChat | RolePlay = (
+        RolePlay(spec, teacher, types, reasks=reasks, seed=opts.seed)
+        if opts.roleplay
+        else WholeChat(
+            spec, seeds, teacher, types, examples=opts.examples or 0, reasks=reasks, seed=opts.seed
+        )
+    )
+    worker = Worker(run, spec, str(backend.ref), progress, done.ids, on_progress)
+
+    async def work() -> None:
+        try:
+            await worker.run(chat.write, todo, opts.concurrency)
+        finally:
+            await close_backend(backend)
+
+    run.record_stage(STAGE, "running", planned=len(plan), teacher=str(backend.ref))
+    if on_progress:
+        on_progress(progress)
+    t0 = time.perf_counter()
+    status = "interrupted"
+    try:
+        asyncio.run(work())
+        status = "stopped-budget" if worker.out_of_budget else "done"
+    except BackendError:
+        status = "failed"
+        raise
+    finally:
+        elapsed = time.perf_counter() - t0
+        faults = dict(getattr(backend, "faults", {}) or {})
+        run.record_stage(
+            STAGE,
+            status,
+            planned=len(plan),
+            counts={
+                "planned": len(plan),
+                "generated": progress.generated,
+                "rejected": progress.rejected,
+                "remaining": progress.total - progress.done,
+            },
+            usage={
+                **calls.totals(STAGE),
+                "reasks_this_session": progress.reasks,
+                "calls_this_session": progress.calls,
+                "cached_this_session": progress.cached,
+            },
+            cost_usd=round(progress.cost_usd, 6),
+            teacher=str(backend.ref),
+            elapsed_s=round(elapsed, 2),
+            transient_faults=faults,
+        )
+    if worker.out_of_budget:
+        raise BudgetExceeded(
+            f"--max-budget ${opts.max_budget:g} reached: spent ${progress.cost_usd:.4f}, "
+            f"{progress.done} of {progress.total} done; raise --max-budget and rerun to continue"
+        )
+    return GenerateResult(run, progress, elapsed, faults)
+
+
+def _record_inputs(run: Run, opts: GenerateOptions, teacher: str) -> None:
+    style = opts.style_path()
+    run.update_manifest(
+        inputs={
+            "seeds": {"path": str(opts.seeds.resolve()), "sha256": sha256_file(opts.seeds)},
+            "style": {"path": str(style.resolve()), "sha256": sha256_file(style)},
+            "prompts": prompt_hashes(),
+        },
+        config={
+            "teacher": teacher,
+            "generate": {
+                **recorded(opts),
+                "teacher": teacher,
+                "style_sha256": sha256_file(style),
+            },
+        },
+    )
+
+
+def _check_same_plan(run: Run, opts: GenerateOptions) -> None:
+    """Resuming with another --seed or style would mix two plans in one run folder."""
+    prev = run.manifest.get("config", {}).get("generate")
+    started = run.file("generated.jsonl").exists() or run.file("rejected.jsonl").exists()
+    if not prev or not started:
+        return
+    if prev.get("seed") != opts.seed:
+        raise RunError(
+            f"{run.path} was generated with --seed {prev.get('seed')}; rerun with that seed, "
+            "or pass --name NEW for a new run"
+        )
+    if prev.get("style_sha256") not in (None, sha256_file(opts.style_path())):
+        raise RunError(
+            f"{run.path} was generated with another version of {opts.style_path()}; pass "
+            "--name NEW for a new run (or restore the style spec)"
+        )
