@@ -83,7 +83,7 @@ def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
     table; run's flags (and DISTILL_RUN_*, [run]) win over them at the same layer.
     """
     from distill import runs
-    from distill.errors import InputError, RunError
+    from distill.errors import DistillError, InputError
     from distill.stages.pipeline import pick_student, run_pipeline
     from distill.stages.review import pending_review_line
 
@@ -104,7 +104,7 @@ def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
         line = pending_review_line(
             runs.Run.open(run_dir), then="this run applies them (split, train and eval run again)"
         )
-    except RunError:
+    except DistillError:  # no run yet, or files the stages themselves will report
         line = None
     if line:
         say(f"note: {line}")
