@@ -18,6 +18,12 @@ class GenerateOptions:
     style: Path | None = knob(
         None, "Style spec (default: <seeds name>.style.toml next to the seeds).", record=False
     )
+    prompts: Path | None = knob(
+        None,
+        "Customer messages to answer (.txt, one per line, or chat .jsonl ending with the "
+        "customer's turn, optional meta.topic): the teacher writes only the replies.",
+        record=False,
+    )
     n: int = knob(300, "Conversations to plan.")
     teacher: str = knob(
         DEFAULT_TEACHER, "openai:MODEL (or a bare gpt-* name), ollama:MODEL, local:NAME|PATH."

@@ -19,6 +19,7 @@ class PlanPoint:
     persona: str
     intent: str
     turns: int
+    prompt: int | None = None  # the customer message answered (--prompts), by position
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

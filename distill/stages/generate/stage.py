@@ -14,9 +14,11 @@ from distill.calls import CallLog
 from distill.errors import BackendError, BudgetExceeded, RunError
 from distill.knobs import recorded
 from distill.runs import Run, sha256_file
+from distill.stages.generate.answer import Answer
 from distill.stages.generate.axes import plan_axes
 from distill.stages.generate.budget import Budget
 from distill.stages.generate.chats import ConversationTypes
+from distill.stages.generate.customers import CustomerPrompt, load_prompts, plan_from_prompts
 from distill.stages.generate.grammar import reply_pattern
 from distill.stages.generate.options import GenerateOptions
 from distill.stages.generate.outcomes import done_so_far
@@ -65,12 +67,17 @@ def generate(
     _record_inputs(run, opts, str(teacher.ref))
     calls = CallLog(run.file("calls.sqlite"))
     try:
-        axes, source = plan_axes(spec, seeds, teacher, calls, run.manifest.get("axes"))
-        plan = make_plan(axes, opts.n, opts.seed)
-        run.update_manifest(
-            axes={**axes.model_dump(), "source": source}, plan=[p.to_dict() for p in plan]
-        )
-        return _write_plan(run, opts, spec, seeds, plan, teacher, calls, on_progress)
+        prompts = load_prompts(opts.prompts) if opts.prompts else None
+        if prompts is not None:  # the customer side is given: one point per message
+            plan = plan_from_prompts(prompts, opts.n, opts.seed)
+            run.update_manifest(plan=[p.to_dict() for p in plan])
+        else:
+            axes, source = plan_axes(spec, seeds, teacher, calls, run.manifest.get("axes"))
+            plan = make_plan(axes, opts.n, opts.seed)
+            run.update_manifest(
+                axes={**axes.model_dump(), "source": source}, plan=[p.to_dict() for p in plan]
+            )
+        return _write_plan(run, opts, spec, seeds, plan, teacher, calls, on_progress, prompts)
     finally:
         calls.close()
 
@@ -84,6 +91,7 @@ def _write_plan(
     backend: Backend,
     calls: CallLog,
     on_progress: Callable[[Progress], None] | None,
+    prompts: list[CustomerPrompt] | None = None,
 ) -> GenerateResult:
     done = done_so_far(run)
     todo = [p for p in plan if p.plan_index not in done]
@@ -101,13 +109,15 @@ def _write_plan(
     pattern = reply_pattern(spec, seeds) if opts.is_local() else None
     types = ConversationTypes(spec, topic_check=bool(opts.topic_check), reply_pattern=pattern)
     reasks = opts.max_reasks
-    chat: WholeChat | RolePlay = (
-        RolePlay(spec, teacher, types, reasks=reasks, seed=opts.seed)
-        if opts.roleplay
-        else WholeChat(
+    chat: WholeChat | RolePlay | Answer
+    if prompts is not None:
+        chat = Answer(spec, prompts, teacher, types, reasks=reasks, seed=opts.seed)
+    elif opts.roleplay:
+        chat = RolePlay(spec, teacher, types, reasks=reasks, seed=opts.seed)
+    else:
+        chat = WholeChat(
             spec, seeds, teacher, types, examples=opts.examples or 0, reasks=reasks, seed=opts.seed
         )
-    )
     worker = Worker(run, spec, str(backend.ref), progress, done.ids, on_progress)
 
     async def work() -> None:
@@ -166,6 +176,16 @@ def _record_inputs(run: Run, opts: GenerateOptions, teacher: str) -> None:
             "seeds": {"path": str(opts.seeds.resolve()), "sha256": sha256_file(opts.seeds)},
             "style": {"path": str(style.resolve()), "sha256": sha256_file(style)},
             "prompts": prompt_hashes(),
+            **(
+                {
+                    "customers": {
+                        "path": str(opts.prompts.resolve()),
+                        "sha256": sha256_file(opts.prompts),
+                    }
+                }
+                if opts.prompts
+                else {}
+            ),
         },
         config={
             "teacher": teacher,
