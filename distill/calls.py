@@ -33,6 +33,12 @@ CREATE INDEX IF NOT EXISTS calls_stage ON calls(stage);
 """
 
 
+# With WAL, synchronous=FULL syncs the log at every commit, so a call is on disk before `put`
+# returns: neither a killed process nor a power loss or OS crash loses a finished (paid) call.
+# NORMAL would survive a killed process but could lose the last commits to a power loss.
+SYNCHRONOUS = "FULL"
+
+
 def request_key(model: str, request: Any) -> str:
     """Stable hash of what is sent: same model and request, same key."""
     blob = json.dumps({"model": model, "request": request}, sort_keys=True, ensure_ascii=False)
@@ -56,8 +62,8 @@ class CallRecord:
 
 class CallLog:
     """A thread-safe SQLite log. A row with a response is a finished call: `get` returns it
-    so the caller re-sends nothing. Commits after every put, so a kill loses at most the
-    call in flight."""
+    so the caller re-sends nothing. Commits and syncs after every put, so a kill or a power loss
+    loses at most the calls still in flight."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -66,7 +72,7 @@ class CallLog:
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
             self._db.executescript(SCHEMA)
             self._db.commit()
         except sqlite3.DatabaseError as e:

