@@ -255,7 +255,7 @@ def test_missing_split_files(make_run, tiny_model_dir):
 
 
 def test_too_small_or_invalid_train_files_fail_before_the_model_loads(make_run, monkeypatch):
-    monkeypatch.setattr(tl, "_train", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(tl, "train_loop", lambda *a, **k: pytest.fail("training started"))
     small = make_run("small", train__jsonl=conversations(3), eval__jsonl=conversations(2))
     result = CliRunner().invoke(cli, ["train", "--run", str(small.path), "--student", "local:/x"])
     assert result.exit_code == 1
