@@ -83,6 +83,30 @@ def test_messages_say_what_and_where():
     assert "(line 1, 10 of 12 examples)" in r.warnings[0].message
 
 
+def test_a_line_over_the_size_limit_is_a_warning_and_the_file_is_accepted(tmp_path):
+    # OpenAI cuts an example past the model's context off and still accepts the file
+    good = [json.dumps(_example(f"question {i}")) + "\n" for i in range(12)]
+    huge = json.dumps(_example("y" * 5000)) + "\n"
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(good[:3]) + huge + "".join(good[3:]), encoding="utf-8")
+    report = validate_file(path, max_line_bytes=1000)
+    assert report.ok and report.errors == []
+    assert [(p.line, p.code) for p in report.warnings] == [(4, "line-too-long")]
+    assert "left out of the statistics" in report.warnings[0].message
+    assert report.stats["examples"] == 12 and report.stats["too_long_lines"] == 1
+    assert report.stats["invalid_lines"] == 0  # it is not invalid, only not counted
+
+    (tmp_path / "big.jsonl").write_bytes(
+        b"".join(g.encode() for g in good)
+        + b'{"messages": [{"role": "user", "content": "'
+        + b"x" * (9 * 2**20)
+        + b'"}]}\n'
+    )
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path / "big.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "big.jsonl:13: line-too-long: " in res.output and "valid (1 warnings)" in res.output
+
+
 def test_a_20_mb_line_is_reported_and_skipped_without_holding_it(tmp_path):
     import tracemalloc
 
@@ -96,8 +120,8 @@ def test_a_20_mb_line_is_reported_and_skipped_without_holding_it(tmp_path):
     report = validate_file(path)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert [(p.line, p.code) for p in report.errors] == [(6, "line-too-long")]
-    assert "20,971,5" in report.errors[0].message  # the line's real size, in bytes
+    assert [(p.line, p.code) for p in report.warnings] == [(6, "line-too-long")]
+    assert "20,971,5" in report.warnings[0].message  # the line's real size, in bytes
     assert report.stats["examples"] == 12 and report.stats["lines"] == 13
     assert peak < 40 * 2**20  # the 20 MB line was never held whole
 
@@ -106,10 +130,8 @@ def test_line_limit_is_a_parameter_and_the_next_line_is_still_read():
     data = b"".join(json.dumps(_example(f"q{i}")).encode() + b"\n" for i in range(10))
     data = data.replace(b"q3", b"q3" + b"y" * 5000)
     report = validate_stream(io.BytesIO(data), "x.jsonl", max_line_bytes=1000)
-    assert [(p.line, p.code) for p in report.errors] == [
-        (4, "line-too-long"),
-        (None, "too-few-examples"),
-    ]
+    assert [(p.line, p.code) for p in report.errors] == [(None, "too-few-examples")]
+    assert [(p.line, p.code) for p in report.warnings] == [(4, "line-too-long")]
     assert report.stats["lines"] == 10 and report.stats["examples"] == 9
 
 

@@ -12,9 +12,13 @@ statistics and the duplicate lines are in distill.validation.
 from __future__ import annotations
 
 import json
+import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from distill.progress import BIG_BYTES, Meter, progress
 from distill.style import StyleSpec
 from distill.validation.duplicate_lines import DEDUPE_CHUNK, Duplicates
 from distill.validation.problems import (
@@ -88,13 +92,16 @@ def validate_stream(
     tally = Tally(limit, col, systems)
     dups = Duplicates()
     try:
-        lines, n_examples, invalid, blank = _scan(f, col, tally, dups, style, max_line_bytes)
+        size = _size(f)
+        with progress("validate", size, big=(size or 0) >= BIG_BYTES, unit="bytes") as meter:
+            scan = _scan(f, col, tally, dups, style, max_line_bytes, meter)
         tally.flush(final=True)
         n_dups = dups.report(col)
     finally:
         tally.close()
         dups.close()
     del dups
+    n_examples = scan.examples
     systems.report(col, n_examples)
     if n_examples < MIN_EXAMPLES:
         col.add(
@@ -106,10 +113,11 @@ def validate_stream(
     epochs = default_epochs(n_examples)
     billed = tally.billed * epochs
     stats: dict[str, Any] = {
-        "lines": lines,
+        "lines": scan.lines,
         "examples": n_examples,
-        "invalid_lines": invalid,
-        "blank_lines": blank,
+        "invalid_lines": scan.invalid,
+        "blank_lines": scan.blank,
+        "too_long_lines": scan.too_long,
         "duplicates": n_dups,
         "roles": tally.roles,
         "messages_per_example": summarise(tally.msg_hist),
@@ -136,6 +144,26 @@ def validate_stream(
     )
 
 
+@dataclass
+class _Scanned:
+    """What the per-line loop counted."""
+
+    lines: int
+    examples: int
+    invalid: int
+    blank: int
+    too_long: int
+
+
+def _size(f: IO[bytes]) -> int | None:
+    """The stream's size in bytes when it is a regular file (not a pipe), for progress."""
+    try:
+        st = os.fstat(f.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 def _scan(
     f: IO[bytes],
     col: Collector,
@@ -143,21 +171,25 @@ def _scan(
     dups: Duplicates,
     style: StyleSpec | None,
     max_line_bytes: int,
-) -> tuple[int, int, int, int]:
-    """The per-line loop: (lines, valid examples, invalid lines, blank lines)."""
+    meter: Meter,
+) -> _Scanned:
+    """The per-line loop."""
     add = col.add
     push_hash = dups.hashes.append
     push_line = dups.lines.append
     fast_parse = _fast_parser()
     add_simple = tally.add_simple
     readline = f.readline
-    lineno = n_examples = invalid = blank = crlf = first_crlf = 0
+    lineno = n_examples = invalid = blank = too_long = crlf = first_crlf = read = 0
 
     while True:
         raw = readline(max_line_bytes)
         if not raw:
             break
         lineno += 1
+        read += len(raw)
+        if not lineno & 4095:
+            meter.update(read)
         if raw[-1:] != b"\n" and len(raw) >= max_line_bytes:
             size = len(raw)
             while True:  # skip to the end of this line without holding it
@@ -165,13 +197,15 @@ def _scan(
                 size += len(chunk)
                 if not chunk or chunk[-1:] == b"\n":
                     break
+            read += size - len(raw)
             add(
                 lineno,
                 "line-too-long",
-                f"{size:,} bytes, over the {max_line_bytes:,}-byte limit; skipped "
-                "(no example this long fits a training context)",
+                f"{size:,} bytes, over the {max_line_bytes:,}-byte limit; skipped: not checked "
+                "and left out of the statistics (OpenAI cuts an example off at the model's "
+                "context and still accepts the file)",
             )
-            invalid += 1
+            too_long += 1
             continue
         if lineno == 1 and raw.startswith(BOM):
             add(
@@ -235,7 +269,8 @@ def _scan(
             f"{crlf:,} line(s) end with CRLF (Windows line endings), first here; "
             "OpenAI accepts them but LF is safer",
         )
-    return lineno, n_examples, invalid, blank
+    meter.update(read)
+    return _Scanned(lineno, n_examples, invalid, blank, too_long)
 
 
 _FAILED = object()

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is reported and skipped, never parsed
+MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is a warning, skipped, never held whole
 MIN_EXAMPLES = 10  # OpenAI refuses a training file with fewer
 MAX_STORED_PER_CODE = 10_000  # problems kept per code; counts stay exact beyond that
 
@@ -18,7 +18,6 @@ CODES: dict[str, tuple[str, str]] = {
     "truncated-line": ("error", "the last line has no newline and is not valid JSON: cut off"),
     "invalid-utf8": ("error", "the line has bytes that are not UTF-8"),
     "invalid-unicode": ("error", "a string holds a lone surrogate escape such as \\ud800"),
-    "line-too-long": ("error", f"the line is over {MAX_LINE_BYTES // (1024 * 1024)} MiB"),
     "too-deep": ("error", "the JSON is nested too deeply to parse"),
     "bom": ("error", "the file starts with a UTF-8 byte-order mark"),
     "not-object": ("error", "the line is JSON but not an object"),
@@ -39,6 +38,10 @@ CODES: dict[str, tuple[str, str]] = {
     "no-assistant": ("error", "the example has no assistant message"),
     "too-few-examples": ("error", f"fewer than {MIN_EXAMPLES} valid examples"),
     "crlf": ("warning", "lines end with CRLF"),
+    "line-too-long": (
+        "warning",
+        f"the line is over {MAX_LINE_BYTES // (1024 * 1024)} MiB: skipped, not in the statistics",
+    ),
     "blank-line": ("warning", "an empty line"),
     "empty-content": ("warning", "a message with empty content"),
     "nothing-to-learn": ("warning", "every assistant message has weight 0"),
