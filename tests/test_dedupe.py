@@ -353,6 +353,28 @@ def test_standalone_mode_keeps_lines_as_they_are(tmp_path):
     assert res.exit_code == 2 and "--input and --output go together" in res.output
 
 
+def test_removed_lines_go_where_the_help_says(tmp_path):
+    help = " ".join(CliRunner().invoke(cli, ["dedupe", "--help"]).output.split())
+    # the help's own example is what happens
+    assert (
+        "--output clean.jsonl also writes clean.rejected.jsonl and clean.dedupe_report.json" in help
+    )
+    same = chat("where is my order GL-11111 please", "Sorry! It ships today, here's the link.")
+    src = write_jsonl(tmp_path / "data.jsonl", [same, same])
+    out = tmp_path / "clean.jsonl"
+    res = CliRunner().invoke(cli, ["dedupe", "--input", str(src), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clean.dedupe_report.json",
+        "clean.jsonl",
+        "clean.rejected.jsonl",
+        "data.jsonl",
+    ]
+    [row] = read_jsonl(tmp_path / "clean.rejected.jsonl")
+    assert row["reason"].startswith("exact duplicate of ")
+    assert f"removed: {tmp_path / 'clean.rejected.jsonl'}" in res.output.replace("\n", "")
+
+
 def test_a_chained_near_duplicate_names_its_neighbour_and_the_kept_one(tmp_path):
     base = (
         "My monstera arrived this morning with two snapped leaves, soil all over the box and "

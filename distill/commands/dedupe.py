@@ -69,7 +69,9 @@ from distill.commands.options import run_option
     "output_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Where --input's deduplicated lines go; removed ones go to OUTPUT.rejected.jsonl.",
+    help="Where --input's deduplicated lines go. The removed lines (each with its reason) and "
+    "the report go beside it: --output clean.jsonl also writes clean.rejected.jsonl and "
+    "clean.dedupe_report.json.",
 )
 def dedupe(
     run_dir: Path | None,
@@ -86,7 +88,8 @@ def dedupe(
     """Remove exact and near-duplicate examples, and near-copies of the seeds.
 
     Writes deduped.jsonl and dedupe_report.json in the run; every removed example goes to
-    rejected.jsonl with the id it duplicates and their Jaccard similarity.
+    rejected.jsonl with the id it duplicates and their Jaccard similarity. With --input and
+    --output, any chat JSONL: the files go beside OUTPUT (see --output).
     """
     from distill.errors import UsageError
     from distill.runs import Run
