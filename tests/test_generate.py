@@ -230,19 +230,17 @@ def test_a_reply_that_breaks_the_voice_is_reasked_with_the_reason(seeds_file):
 
 
 def test_what_still_fails_after_the_reasks_goes_to_rejected_with_the_message(seeds_file):
-    bad = {
-        "exchanges": [{"user": "Where is it?", "assistant": "It is at the depot. **Tomorrow.**"}]
-    }
-    teacher = FakeBackend(default=lambda m: {"exchanges": bad["exchanges"] * point_of(m)["turns"]})
-    generate(opts(seeds_file, n=4, max_reasks=1), backend=teacher)
+    fails = iter([True, True])  # the first point's ask and re-ask break the voice
+    teacher = FakeBackend(default=lambda m: _bad_chat(m) if next(fails, False) else good_answer(m))
+    generate(opts(seeds_file, n=3, max_reasks=1, concurrency=1), backend=teacher)
     gen, rej, manifest = run_files()
-    assert not gen and len(rej) == 4
-    assert len(teacher.requests) == 8  # one ask and one re-ask each
+    assert len(gen) == 3 and len(rej) == 1  # the next point of the plan replaced it
+    assert len(teacher.requests) == 2 + 3
     for row in rej:
         assert row["stage"] == "generate"
         assert "invalid after 2 attempt(s)" in row["reason"] and "warm-opening" in row["reason"]
         assert "**Tomorrow.**" in row["example"]["meta"]["raw"]
-    assert manifest["stages"]["generate"]["counts"]["rejected"] == 4
+    assert manifest["stages"]["generate"]["counts"]["rejected"] == 1
 
 
 def test_copying_a_shown_seed_is_reasked(seeds_file):
@@ -253,14 +251,14 @@ def test_copying_a_shown_seed_is_reasked(seeds_file):
     gen, rej, _ = run_files()
     # the first point may ask for more than one exchange; either way no copy is accepted
     assert all(SEEDS[0][0] not in json.dumps(r) for r in gen)
-    assert len(gen) + len(rej) == 1
+    assert len(gen) == 1
 
 
 def test_rerun_sends_nothing_again_and_growing_n_only_does_the_new_points(seeds_file):
     generate(opts(seeds_file, n=8), backend=FakeBackend(default=good_answer))
     again = FakeBackend(default=good_answer)
     result = generate(opts(seeds_file, n=8), backend=again)
-    assert again.requests == [] and result.progress.done == 8
+    assert again.requests == [] and result.progress.generated == 8
     more = FakeBackend(default=good_answer)
     generate(opts(seeds_file, n=11), backend=more)
     gen, rej, _ = run_files()
@@ -442,7 +440,7 @@ def test_kill_and_resume_finishes_n_and_resends_no_finished_request(seeds_file, 
     assert "sk-test-key" not in "".join(
         p.read_text(errors="ignore") for p in (out / "shop").iterdir() if p.is_file()
     )
-    assert f"{len(records)} generated" in res.stdout
+    assert f"{n} of {n} accepted" in res.stdout
 
 
 def test_budget_cap_stops_before_spending_past_it(seeds_file):
@@ -607,3 +605,180 @@ def test_roleplay_customer_pattern_makes_a_constrained_model_name_the_topic():
     assert re.fullmatch(pattern, "How often should I water my fern?")
     assert not re.fullmatch(pattern, "Where is my parcel?")
     assert "pattern" not in json.dumps(customer_type(None).model_json_schema())
+
+
+# -- issue 15: what the user asked for is what they get ----------------------------------
+def _invoke(args: list[str], **env: str):
+    return CliRunner().invoke(cli, ["generate", *args], env=env or None)
+
+
+def _bad_chat(messages) -> dict:
+    """A chat that breaks the voice (no warm opening, markdown) for whatever point is asked."""
+    bad = {"user": "Where is it?", "assistant": "It is at the depot. **Tomorrow.**"}
+    return {"exchanges": [bad] * point_of(messages)["turns"]}
+
+
+def test_roleplay_keeps_max_budget_a_hard_cap(seeds_file):
+    """Role-play calls reserve their worst case before they are sent, as whole chats do
+    (`--roleplay --max-budget 0.0005` once spent $0.0009)."""
+    from fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(lambda body: json.dumps(roleplay_answer(body["messages"]))) as server:
+        res = _invoke(
+            [
+                "--seeds", str(seeds_file), "--n", "30", "--teacher", "gpt-4o-mini",
+                "--base-url", server.url, "--roleplay", "--max-budget", "0.0005",
+                "--concurrency", "4",
+            ],
+            OPENAI_API_KEY="k",
+        )  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert "--max-budget $0.0005 reached" in res.output
+    _, _, manifest = run_files()
+    assert 0 < manifest["stages"]["generate"]["usage"]["cost_usd"] <= 0.0005
+
+
+def test_max_budget_needs_a_price_which_flags_or_distill_toml_can_give(seeds_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from fake_openai_server import FakeOpenAIServer
+
+    args = ["--seeds", str(seeds_file), "--n", "2", "--teacher", "openai:my-model"]
+    res = _invoke([*args, "--base-url", "http://127.0.0.1:9/v1", "--max-budget", "1"])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert "\n" not in line and "openai:my-model" in line
+    assert "--price-in" in line and "--price-out" in line
+    assert not Path("outputs").exists()  # refused before anything was made
+
+    (tmp_path / "distill.toml").write_text("[generate]\nprice-in = 100.0\nprice-out = 200.0\n")
+    env = {**os.environ, "OPENAI_API_KEY": "k", "DISTILL_OUTPUTS": str(tmp_path / "outputs")}
+    with FakeOpenAIServer(_server_responder) as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "distill", "generate", *args, "--base-url", server.url,
+             "--max-budget", "1"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    _, _, manifest = run_files()
+    assert manifest["config"]["generate"]["price_in"] == 100.0
+    assert 0 < manifest["stages"]["generate"]["cost_usd"] <= 1
+
+
+def test_failed_calls_replayed_from_calls_sqlite_count_as_cached_and_cost_nothing(seeds_file):
+    """Every point's first answer breaks the voice and its re-ask passes; after a crash that
+    lost generated.jsonl, the rerun replays all 8 calls, failed ones too, and pays nothing."""
+    from fake_openai_server import FakeOpenAIServer
+
+    def responder(body):
+        if "That chat was rejected" in body["messages"][-1]["content"]:
+            return _server_responder(body)
+        return json.dumps(_bad_chat(body["messages"]))
+
+    args = ["--seeds", str(seeds_file), "--n", "4", "--teacher", "gpt-4o", "--concurrency", "2"]
+    with FakeOpenAIServer(responder) as server:
+        first = _invoke([*args, "--base-url", server.url], OPENAI_API_KEY="k")
+        assert first.exit_code == 0, first.output
+        spent = run_files()[2]["stages"]["generate"]["cost_usd"]
+        (Path("outputs") / "shop" / "generated.jsonl").unlink()
+        sent = server.counts["requests"]
+        second = _invoke([*args, "--base-url", server.url], OPENAI_API_KEY="k")
+        assert second.exit_code == 0, second.output
+        assert server.counts["requests"] == sent
+    assert "8 calls (8 from calls.sqlite, 4 re-asks)" in second.output
+    assert f"${spent:.4f}" in second.output
+    assert run_files()[2]["stages"]["generate"]["cost_usd"] == spent
+
+
+def test_n_is_what_you_get_rejected_points_are_replaced_by_more_of_the_plan(seeds_file, style):
+    first = make_plan(style.axes, 1)[0]
+
+    def answer(messages):  # every chat about the first point's topic fails
+        return (
+            _bad_chat(messages)
+            if point_of(messages)["topic"] == first.topic
+            else good_answer(messages)
+        )
+
+    teacher = FakeBackend(default=answer)
+    result = generate(opts(seeds_file, n=12, max_reasks=0), backend=teacher)
+    gen, rej, manifest = run_files()
+    p = result.progress
+    assert len(gen) == p.generated == 12 and len(rej) == p.rejected > 0
+    assert p.planned == 12 + p.rejected and len(teacher.requests) == p.planned
+    assert all(r["example"]["meta"]["topic"] == first.topic for r in rej)
+    indices = sorted(r["meta"]["plan_index"] for r in gen) + [
+        r["example"]["meta"]["plan_index"] for r in rej
+    ]
+    assert sorted(indices) == list(range(p.planned))  # the plan, extended in order
+    assert manifest["stages"]["generate"]["counts"]["planned"] == p.planned
+    assert [x["plan_index"] for x in manifest["plan"]] == list(range(p.planned))
+
+    more = FakeBackend(default=answer)  # a bigger --n adds to the run
+    again = generate(opts(seeds_file, n=15, max_reasks=0), backend=more)
+    gen, rej, _ = run_files()
+    assert len(gen) == 15 and len({r["id"] for r in gen}) == 15
+    assert len(more.requests) == again.progress.planned - p.planned  # nothing done is re-sent
+
+    res = _invoke(["--seeds", str(seeds_file), "--n", "15", "--teacher", "fake:teacher"])
+    assert f"15 of 15 accepted, {again.progress.planned} planned" in res.output
+
+
+def test_when_nothing_passes_generate_fails_with_the_top_reasons_and_what_to_do(seeds_file):
+    from distill.errors import DistillError
+
+    teacher = FakeBackend(default=_bad_chat)
+    with pytest.raises(DistillError) as err:
+        generate(opts(seeds_file, n=4, max_reasks=1), backend=teacher)
+    msg = str(err.value)
+    assert "\n" not in msg and "none of the 12 planned conversations passed" in msg
+    assert "warm-opening" in msg and "rejected.jsonl" in msg and "--teacher" in msg
+    _, rej, manifest = run_files()
+    assert len(rej) == 12 and len(teacher.requests) == 24  # at most 3 x n points planned
+    assert manifest["stages"]["generate"]["status"] == "failed"
+
+    res = CliRunner().invoke(
+        cli, ["run", "--seeds", str(seeds_file), "--name", "r", "--teacher", "fake:x", "--n", "2"]
+    )
+    assert res.exit_code == 1 and "Error: none of the 6 planned conversations passed" in res.output
+    assert not (Path("outputs") / "r" / "deduped.jsonl").exists()  # run stopped there
+
+
+def test_a_generate_that_fails_before_any_call_keeps_the_current_run(seeds_file):
+    generate(opts(seeds_file, n=2), backend=FakeBackend(default=good_answer))
+    current = Path("outputs") / ".current"
+    assert current.read_text().strip() == "shop"
+    res = _invoke(["--seeds", str(seeds_file), "--name", "other", "--teacher", "gpt-4o-mini"])
+    assert res.exit_code == 1 and "OPENAI_API_KEY is not set" in res.output
+    assert current.read_text().strip() == "shop"
+    assert not (Path("outputs") / "other").exists()
+
+
+def test_with_nothing_configured_the_embedded_teacher_plans_minutes_of_work(seeds_file):
+    from distill.models import DEFAULT_TEACHER, EMBEDDED_N
+
+    res = _invoke(["--seeds", str(seeds_file), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert DEFAULT_TEACHER in res.output.splitlines()[0]
+    assert f"Plan: {EMBEDDED_N} conversations" in res.output
+
+
+def test_with_an_openai_key_the_teacher_is_gpt_4o_mini_and_the_first_line_says_so(seeds_file):
+    from fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(_server_responder) as server:
+        res = _invoke(
+            ["--seeds", str(seeds_file), "--n", "3"],
+            OPENAI_API_KEY="sk-default-teacher",
+            OPENAI_BASE_URL=server.url,
+        )
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[0]
+    assert "openai:gpt-4o-mini" in first and "OPENAI_API_KEY" in first
+    assert re.search(r"about \$\d+\.\d{4}", first)
+    gen, _, manifest = run_files()
+    assert len(gen) == 3 and manifest["config"]["teacher"] == "openai:gpt-4o-mini"
+    files = "".join(p.read_text(errors="ignore") for p in (Path("outputs") / "shop").iterdir())
+    assert "sk-default-teacher" not in files

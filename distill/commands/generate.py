@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from distill.commands.options import flags_from
-from distill.stages.generate.options import GenerateOptions
+from distill.stages.generate.options import PLAN_LIMIT, GenerateOptions
 
 
 @click.command()
@@ -21,8 +21,11 @@ def generate(dry_run: bool, **kwargs: Any) -> None:
     from distill.stages import generate as stage
 
     opts = GenerateOptions(**kwargs)
-    if dry_run:
-        _print_dry_run(stage.dry_run(opts), opts)
+    estimate = stage.dry_run(opts) if dry_run or opts.teacher is None else None
+    if opts.teacher is None and estimate is not None:
+        click.echo(stage.teacher_line(opts, estimate))
+    if dry_run and estimate is not None:
+        _print_dry_run(estimate, opts.resolved())
         return
     bar = _ProgressBar()
     try:
@@ -30,21 +33,34 @@ def generate(dry_run: bool, **kwargs: Any) -> None:
             result = stage.generate(opts, on_progress=bar.update)
     except KeyboardInterrupt:
         click.echo(
-            f"Interrupted: {bar.done} of {bar.total} done, finished work is saved. "
+            f"Interrupted: {bar.done} of {bar.total} accepted, finished work is saved. "
             f"Resume with: {_resume_command()}",
             err=True,
         )
         sys.exit(130)
+    print_summary(result)
+    click.echo("Next: distill dedupe")
+
+
+def print_summary(result: Any) -> None:
+    """What a generate did, in a line or three (`distill run` prints the same)."""
+    from distill.stages import generate as stage
+
     p = result.progress
     click.echo(
-        f"{result.run.path}: {p.generated} generated, {p.rejected} rejected of {p.total} "
-        f"planned; {p.calls} calls ({p.cached} from calls.sqlite, {p.reasks} re-asks), "
-        f"{p.tokens:,} tokens, ${p.cost_usd:.4f}, {result.elapsed_s:.1f} s"
+        f"{result.run.path}: {p.generated} of {p.total} accepted, {p.planned} planned "
+        f"({p.rejected} rejected); {p.calls} calls ({p.cached} from calls.sqlite, "
+        f"{p.reasks} re-asks), {p.tokens:,} tokens, ${p.cost_usd:.4f}, {result.elapsed_s:.1f} s"
     )
+    if p.generated < p.total:
+        click.echo(
+            f"Only {p.generated} of {p.total} passed: the plan ran out ({PLAN_LIMIT} "
+            "points per example asked for); read the reasons below, then fix the seeds or "
+            "the style spec, or use a stronger --teacher"
+        )
     reasons = stage.reject_reasons(result.run)
     if reasons:
         click.echo("Top rejection reasons: " + "; ".join(f"{r} ({n})" for r, n in reasons[:3]))
-    click.echo("Next: distill dedupe")
 
 
 def _resume_command() -> str:
@@ -52,7 +68,7 @@ def _resume_command() -> str:
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr: done/total, rate, ETA, tokens and dollars."""
+    """A rich progress bar on stderr: accepted/asked for, rate, ETA, tokens and dollars."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -92,14 +108,14 @@ class _ProgressBar:
 
     def update(self, p: Any) -> None:
         if self._first is None:
-            self._first = p.done
-        self.done, self.total = p.done, p.total
+            self._first = p.generated
+        self.done, self.total = p.generated, p.total
         elapsed = self.progress.tasks[0].elapsed or 0.0
-        new = p.done - self._first
+        new = p.generated - self._first
         rate = f"{new / elapsed:.2f}/s" if elapsed > 0 and new else ""
         self.progress.update(
             self.task,
-            completed=p.done,
+            completed=p.generated,
             total=p.total,
             rate=rate,
             tokens=f"{p.tokens:,}",
@@ -117,11 +133,17 @@ def _print_dry_run(d: Any, opts: Any) -> None:
     if len(d.plan) > 10:
         click.echo(f"  ... {len(d.plan) - 10} more")
     click.echo(
+        f"  a rejected one is replaced by the next point, {PLAN_LIMIT * len(d.plan)} at most"
+    )
+    click.echo(
         f"Estimated tokens: {d.prompt_tokens:,} prompt + ~{d.completion_tokens:,} completion "
         f"(at most {d.worst_completion_tokens:,}), before re-asks (o200k count)"
     )
     if d.cost_usd is None:
-        click.echo(f"Estimated cost: unknown (no price for {opts.teacher} in the model table)")
+        click.echo(
+            f"Estimated cost: unknown (no price for {opts.teacher} in the model table; "
+            "give one with --price-in and --price-out)"
+        )
     else:
         click.echo(
             f"Estimated cost: ${d.cost_usd:.4f} (at most ${d.worst_cost_usd:.4f} before "

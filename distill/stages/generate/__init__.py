@@ -21,8 +21,10 @@ _WHERE = {
     "reply_type": "chats",
     "DryRun": "estimate",
     "dry_run": "estimate",
+    "teacher_line": "estimate",
     "reply_pattern": "grammar",
     "GenerateOptions": "options",
+    "PLAN_LIMIT": "options",
     "reject_reasons": "outcomes",
     "PlanPoint": "plan",
     "make_plan": "plan",
@@ -32,6 +34,7 @@ _WHERE = {
     "load_seeds": "seeds",
     "GenerateResult": "stage",
     "generate": "stage",
+    "NothingAccepted": "stage",
     "STAGE": "teacher",
     "copied_example": "voice",
 }

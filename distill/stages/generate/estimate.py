@@ -51,6 +51,7 @@ def dry_run(opts: GenerateOptions) -> DryRun:
     """The plan and the estimated tokens and cost; sends nothing, writes nothing."""
     opts.validate()
     opts = opts.resolved()
+    assert opts.n is not None and opts.teacher is not None
     spec = StyleSpec.load(opts.style_path())
     seeds = load_seeds(opts.seeds)
     axes, source = plan_axes(spec, seeds, None, None)
@@ -63,5 +64,22 @@ def dry_run(opts: GenerateOptions) -> DryRun:
     ) / max(1, sum(len(s.exchanges) for s in seeds))
     completion = int(sum(per_exchange * p.turns + 8 for p in plan))
     worst = sum(max_tokens_for(p.turns) for p in plan)
-    price = price_of(parse_model(opts.teacher))
+    price = opts.price() or price_of(parse_model(opts.teacher))
     return DryRun(plan, prompt_tokens, completion, worst, price, source)
+
+
+def teacher_line(opts: GenerateOptions, d: DryRun) -> str:
+    """One line on the teacher picked when none was named, and what it will cost (`d`)."""
+    ref, n = parse_model(str(opts.resolved().teacher)), len(d.plan)
+    if ref.provider == "local":
+        return (
+            f"Teacher: {ref}, the embedded model (no OPENAI_API_KEY set): offline and "
+            f"free, but weak; {n} conversations take a few minutes on CPU. Pass --teacher (or "
+            "set OPENAI_API_KEY) for data worth training on."
+        )
+    cost = f"about ${d.cost_usd:.4f}" if d.cost_usd is not None else "cost unknown"
+    worst = f", at most ${d.worst_cost_usd:.4f} before re-asks" if d.worst_cost_usd else ""
+    return (
+        f"Teacher: {ref} (OPENAI_API_KEY is set; pass --teacher to choose "
+        f"another): {n} conversations, {cost}{worst}."
+    )

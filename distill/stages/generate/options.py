@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from distill.errors import InputError, UsageError
 from distill.knobs import knob
-from distill.models import DEFAULT_TEACHER, parse_model
+from distill.models import (
+    DEFAULT_TEACHER,
+    EMBEDDED_N,
+    HOSTED_N,
+    HOSTED_TEACHER,
+    Price,
+    parse_model,
+)
+
+PLAN_LIMIT = 3  # plan points per example asked for, at most: rejected ones are replaced
 
 
 @dataclass
@@ -24,9 +34,16 @@ class GenerateOptions:
         "customer's turn, optional meta.topic): the teacher writes only the replies.",
         record=False,
     )
-    n: int = knob(300, "Conversations to plan.")
-    teacher: str = knob(
-        DEFAULT_TEACHER, "openai:MODEL (or a bare gpt-* name), ollama:MODEL, local:NAME|PATH."
+    n: int | None = knob(
+        None,
+        "Conversations to keep: a rejected one is replaced by the next point of the plan, "
+        f"until n pass or {PLAN_LIMIT} x n points are planned (or --max-budget is reached). "
+        f"Default {EMBEDDED_N} with the embedded teacher (minutes on a CPU), else {HOSTED_N}.",
+    )
+    teacher: str | None = knob(
+        None,
+        "openai:MODEL (or a bare gpt-* name), ollama:MODEL, local:NAME|PATH (default: "
+        f"{HOSTED_TEACHER} when OPENAI_API_KEY is set, else the embedded {DEFAULT_TEACHER}).",
     )
     base_url: str | None = knob(None, "Any OpenAI-compatible server (vLLM, LM Studio, ...).")
     name: str | None = knob(
@@ -39,6 +56,12 @@ class GenerateOptions:
     timeout: float = knob(60.0, "Seconds per request.")
     max_budget: float | None = knob(
         None, "Hard cap in USD, counting requests in flight at their worst case."
+    )
+    price_in: float | None = knob(
+        None, "The teacher's USD per million prompt tokens, for a model the price table lacks."
+    )
+    price_out: float | None = knob(
+        None, "The teacher's USD per million completion tokens (with --price-in)."
     )
     max_reasks: int = knob(2, "Re-asks when a reply breaks the style before it is rejected.")
     temperature: float = knob(0.8, "Teacher temperature.")
@@ -58,9 +81,12 @@ class GenerateOptions:
 
     def resolved(self) -> GenerateOptions:
         """The options with every 'default: depends' filled in."""
-        local = self.is_local()
+        teacher = self.teacher or default_teacher()
+        local = parse_model(teacher).provider == "local"
         return replace(
             self,
+            teacher=teacher,
+            n=self.n if self.n is not None else (EMBEDDED_N if local else HOSTED_N),
             examples=self.examples if self.examples is not None else (1 if local else 3),
             topic_check=self.topic_check if self.topic_check is not None else local,
             roleplay=self.roleplay if self.roleplay is not None else local,
@@ -76,10 +102,16 @@ class GenerateOptions:
         return self.name or self.seeds.name.removesuffix(".jsonl")
 
     def is_local(self) -> bool:
-        return parse_model(self.teacher).provider == "local"
+        return parse_model(self.teacher or default_teacher()).provider == "local"
+
+    def price(self) -> Price | None:
+        """The teacher's price from --price-in/--price-out, or None (the table's applies)."""
+        if self.price_in is None or self.price_out is None:
+            return None
+        return Price(self.price_in, self.price_out)
 
     def validate(self) -> None:
-        if self.n < 1:
+        if self.n is not None and self.n < 1:
             raise UsageError("--n must be at least 1")
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
@@ -87,6 +119,16 @@ class GenerateOptions:
             raise UsageError("--max-reasks must be 0 or more")
         if self.max_budget is not None and self.max_budget <= 0:
             raise UsageError("--max-budget must be a positive number of dollars")
+        if (self.price_in is None) != (self.price_out is None):
+            raise UsageError("give both --price-in and --price-out (USD per million tokens)")
+        if min(self.price_in or 0, self.price_out or 0) < 0:
+            raise UsageError("--price-in and --price-out must be 0 or more")
         if not self.seeds.exists():
             raise InputError(f"{self.seeds}: seeds file not found; pass --seeds PATH")
-        parse_model(self.teacher)
+        parse_model(self.teacher or default_teacher())
+
+
+def default_teacher() -> str:
+    """The OpenAI teacher when a key is set (from the environment only), else the embedded
+    one, which needs nothing."""
+    return HOSTED_TEACHER if os.environ.get("OPENAI_API_KEY") else DEFAULT_TEACHER

@@ -9,15 +9,19 @@ from distill.backends.base import Usage
 
 @dataclass
 class Progress:
-    done: int = 0
-    total: int = 0
-    generated: int = 0
+    total: int = 0  # examples asked for (--n)
+    generated: int = 0  # accepted, in generated.jsonl
     rejected: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
     reasks: int = 0
     calls: int = 0
     cached: int = 0
+
+    @property
+    def planned(self) -> int:
+        """Plan points written so far, accepted or rejected."""
+        return self.generated + self.rejected
 
     def count(self, usage: Usage, cached: bool) -> None:
         """One call: replayed from calls.sqlite, or sent and paid for."""

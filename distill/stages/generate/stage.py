@@ -1,5 +1,6 @@
-"""generate(): set up the run folder, plan, and hand the points to the worker with the way of
-writing a chat that fits the teacher; record what happened in the manifest."""
+"""generate(): check everything that can be checked before a call, set up the run folder,
+plan, and hand the points to the worker with the way of writing a chat that fits the teacher;
+record what happened in the manifest, and fail loudly when nothing passed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from distill import runs
 from distill.backends import close_backend, get_backend
 from distill.backends.base import Backend
 from distill.calls import CallLog
-from distill.errors import BackendError, BudgetExceeded, RunError
+from distill.errors import BackendError, BudgetExceeded, DistillError, RunError, UsageError
 from distill.knobs import recorded
 from distill.runs import Run, sha256_file
 from distill.stages.generate.answer import Answer
@@ -20,8 +22,8 @@ from distill.stages.generate.budget import Budget
 from distill.stages.generate.chats import ConversationTypes
 from distill.stages.generate.customers import CustomerPrompt, load_prompts, plan_from_prompts
 from distill.stages.generate.grammar import reply_pattern
-from distill.stages.generate.options import GenerateOptions
-from distill.stages.generate.outcomes import done_so_far
+from distill.stages.generate.options import PLAN_LIMIT, GenerateOptions
+from distill.stages.generate.outcomes import done_so_far, reject_reasons
 from distill.stages.generate.plan import PlanPoint, make_plan
 from distill.stages.generate.progress import Progress
 from distill.stages.generate.prompts import prompt_hashes
@@ -41,42 +43,54 @@ class GenerateResult:
     faults: dict[str, int]
 
 
+class NothingAccepted(DistillError):
+    """Not one planned conversation passed the checks."""
+
+
 def generate(
     opts: GenerateOptions,
     *,
     backend: Backend | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> GenerateResult:
-    """Run (or resume) generation into outputs/<name>/. `backend` overrides the teacher
-    string (tests pass a FakeBackend)."""
+    """Run (or resume) generation into outputs/<name>/ until --n conversations pass.
+    `backend` overrides the teacher string (tests pass a FakeBackend). Nothing is created,
+    and the current run stays as it was, until every check before the first call passes."""
     opts.validate()
     opts = opts.resolved()
+    assert opts.n is not None and opts.teacher is not None
     spec = StyleSpec.load(opts.style_path())
     seeds = load_seeds(opts.seeds)
-    run = Run.create(opts.run_name(), outputs=opts.outputs)
+    prompts = load_prompts(opts.prompts) if opts.prompts else None
     teacher = backend or get_backend(
         opts.teacher,
         base_url=opts.base_url,
         timeout=opts.timeout,
+        price=opts.price(),
         rpm=opts.rpm,
         tpm=opts.tpm,
         batch_size=min(8, opts.concurrency) if opts.is_local() else None,
         **opts.backend_opts,
     )
-    _check_same_plan(run, opts)
+    if opts.max_budget is not None and teacher.price is None:
+        raise UsageError(
+            f"--max-budget needs the teacher's price and the price table has none for "
+            f"{teacher.ref}; pass --price-in and --price-out (USD per million prompt and "
+            "completion tokens), or set price-in and price-out under [generate] in distill.toml"
+        )
+    _check_same_plan(Run((opts.outputs or runs.OUTPUTS) / opts.run_name()), opts)
+    run = Run.create(opts.run_name(), outputs=opts.outputs)  # now the current run
     _record_inputs(run, opts, str(teacher.ref))
     calls = CallLog(run.file("calls.sqlite"))
     try:
-        prompts = load_prompts(opts.prompts) if opts.prompts else None
+        most = PLAN_LIMIT * opts.n
         if prompts is not None:  # the customer side is given: one point per message
-            plan = plan_from_prompts(prompts, opts.n, opts.seed)
-            run.update_manifest(plan=[p.to_dict() for p in plan])
+            plan = plan_from_prompts(prompts, most, opts.seed)
         else:
             axes, source = plan_axes(spec, seeds, teacher, calls, run.manifest.get("axes"))
-            plan = make_plan(axes, opts.n, opts.seed)
-            run.update_manifest(
-                axes={**axes.model_dump(), "source": source}, plan=[p.to_dict() for p in plan]
-            )
+            plan = make_plan(axes, most, opts.seed)
+            run.update_manifest(axes={**axes.model_dump(), "source": source})
+        run.update_manifest(plan=[p.to_dict() for p in plan[: opts.n]])
         return _write_plan(run, opts, spec, seeds, plan, teacher, calls, on_progress, prompts)
     finally:
         calls.close()
@@ -93,14 +107,13 @@ def _write_plan(
     on_progress: Callable[[Progress], None] | None,
     prompts: list[CustomerPrompt] | None = None,
 ) -> GenerateResult:
+    """Write chats at the plan's points, in order, until --n pass (see Worker.run)."""
     done = done_so_far(run)
-    todo = [p for p in plan if p.plan_index not in done]
     spent = calls.totals(STAGE)
     progress = Progress(
-        done=len(plan) - len(todo),
-        total=len(plan),
-        generated=len([i for i in done.generated if i < len(plan)]),
-        rejected=len([i for i in done.rejected if i < len(plan)]),
+        total=min(opts.n or 0, len(plan)),  # --prompts may give fewer messages than --n
+        generated=len(done.generated),
+        rejected=len(done.rejected),
         tokens=int(spent["prompt_tokens"] + spent["completion_tokens"]),
         cost_usd=spent["cost_usd"],
     )
@@ -119,6 +132,7 @@ def _write_plan(
             spec, seeds, teacher, types, examples=opts.examples or 0, reasks=reasks, seed=opts.seed
         )
     worker = Worker(run, spec, str(backend.ref), progress, done.ids, on_progress)
+    todo = (p for p in plan if p.plan_index not in done)
 
     async def work() -> None:
         try:
@@ -126,7 +140,7 @@ def _write_plan(
         finally:
             await close_backend(backend)
 
-    run.record_stage(STAGE, "running", planned=len(plan), teacher=str(backend.ref))
+    run.record_stage(STAGE, "running", planned=progress.planned, teacher=str(backend.ref))
     if on_progress:
         on_progress(progress)
     t0 = time.perf_counter()
@@ -134,21 +148,26 @@ def _write_plan(
     try:
         asyncio.run(work())
         status = "stopped-budget" if worker.out_of_budget else "done"
+        if not progress.generated and not worker.out_of_budget:
+            status = "failed"
     except BackendError:
         status = "failed"
         raise
     finally:
         elapsed = time.perf_counter() - t0
         faults = dict(getattr(backend, "faults", {}) or {})
+        last = max([worker.last_planned, *done.generated, *done.rejected])
+        run.update_manifest(plan=[p.to_dict() for p in plan[: max(progress.total, last + 1)]])
         run.record_stage(
             STAGE,
             status,
-            planned=len(plan),
+            planned=progress.planned,
             counts={
-                "planned": len(plan),
+                "wanted": progress.total,
+                "planned": progress.planned,
                 "generated": progress.generated,
                 "rejected": progress.rejected,
-                "remaining": progress.total - progress.done,
+                "remaining": max(0, progress.total - progress.generated),
             },
             usage={
                 **calls.totals(STAGE),
@@ -164,9 +183,21 @@ def _write_plan(
     if worker.out_of_budget:
         raise BudgetExceeded(
             f"--max-budget ${opts.max_budget:g} reached: spent ${progress.cost_usd:.4f}, "
-            f"{progress.done} of {progress.total} done; raise --max-budget and rerun to continue"
+            f"{progress.generated} of {progress.total} accepted; raise --max-budget and rerun "
+            "to continue"
         )
+    if not progress.generated:
+        raise NothingAccepted(_nothing_passed(run, progress))
     return GenerateResult(run, progress, elapsed, faults)
+
+
+def _nothing_passed(run: Run, progress: Progress) -> str:
+    reasons = "; ".join(f"{r} ({n})" for r, n in reject_reasons(run, 3)) or "none recorded"
+    return (
+        f"none of the {progress.planned} planned conversations passed the checks (top reasons: "
+        f"{reasons}); read {run.file('rejected.jsonl')}, then fix the seeds or the style "
+        "spec's rules, or use a stronger --teacher"
+    )
 
 
 def _record_inputs(run: Run, opts: GenerateOptions, teacher: str) -> None:
@@ -200,6 +231,8 @@ def _record_inputs(run: Run, opts: GenerateOptions, teacher: str) -> None:
 
 def _check_same_plan(run: Run, opts: GenerateOptions) -> None:
     """Resuming with another --seed or style would mix two plans in one run folder."""
+    if not run.manifest_path.exists():
+        return
     prev = run.manifest.get("config", {}).get("generate")
     started = run.file("generated.jsonl").exists() or run.file("rejected.jsonl").exists()
     if not prev or not started:

@@ -1,10 +1,11 @@
-"""The worker loop: plan points through a chat writer, `concurrency` at a time, each outcome
-filed as it comes (generated.jsonl, or rejected.jsonl with the reason) and counted."""
+"""The worker loop: plan points through a chat writer, `concurrency` at a time, until --n
+chats pass; each outcome filed as it comes (generated.jsonl, or rejected.jsonl with the
+reason) and counted."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from distill.runs import Run
 from distill.stages.generate.budget import OutOfBudget
@@ -32,20 +33,42 @@ class Worker:
         self.on_progress = on_progress
         self.writer = Writer(run)
         self.out_of_budget = False
+        self.last_planned = -1  # the highest plan index taken this session
 
-    async def run(self, write: Write, todo: list[PlanPoint], concurrency: int) -> None:
-        """Write every point of `todo`; a point the budget cannot pay for is left for a rerun."""
-        queue = list(reversed(todo))
+    async def run(self, write: Write, points: Iterator[PlanPoint], concurrency: int) -> None:
+        """Take points in plan order while fewer than --n are accepted or in flight, so a
+        rejected point is replaced by the next one; stop when --n pass, the points run out,
+        or the budget cannot pay for the next call (that point is left for a rerun)."""
+        in_flight = 0
+        changed = asyncio.Event()
+
+        def room() -> bool:
+            return self.progress.generated + in_flight < self.progress.total
 
         async def worker() -> None:
-            while queue and not self.out_of_budget:
-                point = queue.pop()
+            nonlocal in_flight
+            while not self.out_of_budget:
+                if not room():
+                    if not in_flight:
+                        return
+                    changed.clear()
+                    await changed.wait()
+                    continue
+                point = next(points, None)
+                if point is None:
+                    return
+                in_flight += 1
+                self.last_planned = max(self.last_planned, point.plan_index)
                 try:
                     self.file(await write(point))
                 except OutOfBudget:
                     self.out_of_budget = True
+                finally:
+                    in_flight -= 1
+                    changed.set()
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
+        wanted = self.progress.total - self.progress.generated
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, wanted))]
         flusher = asyncio.create_task(self.writer.run_periodically())
         try:
             await asyncio.gather(*workers)
@@ -74,6 +97,5 @@ class Worker:
                 self.ids.add(example.id)
                 self.writer.generated.append(example.to_record())
                 self.progress.generated += 1
-        self.progress.done += 1
         if self.on_progress:
             self.on_progress(self.progress)
