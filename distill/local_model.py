@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from importlib import util
 from pathlib import Path
 from typing import Any
 
 from distill.errors import InputError, UsageError, require
+from distill.progress import progress
 
 EMBEDDED = {
     # name: (python package that ships it, file inside the package)
@@ -65,27 +67,53 @@ def model_dir(name: str) -> Path:
 def _convert_gguf(gguf: Path, target: Path) -> None:
     transformers = require("transformers", "local", "the embedded model")
     _quiet(transformers)
-    print(f"converting the embedded model {gguf.name} once (about 30 s) ...", file=sys.stderr)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    # three steps of about 8, 16 and 3 s on 2 cores: always worth a sign of life (big=True)
+    task = progress(f"converting the embedded model {gguf.name} once (about 30 s)", 3, big=True)
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name
-        )
-        # The weights are already dequantised to fp32; drop the GGUF marker so it saves plainly.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)  # atomic: a killed conversion leaves no half folder
+        with task as meter, _without_gguf_tqdm():
+            tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            meter.advance()
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name
+            )
+            meter.advance()
+            # The weights are already dequantised to fp32; drop the GGUF marker so it saves
+            # plainly.
+            model.hf_quantizer = None
+            model.is_quantized = False
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)  # atomic: a killed conversion leaves no half folder
+            meter.advance()
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _without_gguf_tqdm() -> Iterator[None]:
+    """transformers dequantises a GGUF's tensors under a tqdm bar of its own, printed raw on
+    stderr whatever its logging settings: our progress is enough."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # a transformers without GGUF support fails on loading, not here
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = lambda items, *args, **kwargs: items
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _quiet(transformers: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import UsageError
-from distill.progress import BIG_COUNT, progress
+from distill.progress import is_big, progress
 
 NGRAM = 5
 DEFAULT_NUM_PERM = 128
@@ -121,7 +121,7 @@ def shingle_sets(texts: list[str], ngram: int = NGRAM) -> list[np.ndarray]:
     """Each text's set of 64-bit shingle hashes, sorted and unique (for exact Jaccard)."""
     h, offsets = _shingle_hashes(texts, ngram)
     out = []
-    with progress("shingle sets", len(texts), big=len(texts) >= BIG_COUNT) as meter:
+    with progress("shingle sets", len(texts)) as meter:
         for i in meter.each(range(len(texts))):
             x = np.sort(h[offsets[i] : offsets[i + 1]])
             if len(x) > 1:
@@ -168,7 +168,7 @@ def signatures(
     counts = np.diff(offsets)
     buf = np.empty((num_perm, _CHUNK_SHINGLES), dtype=np.uint32)
     i, n = 0, len(texts)
-    with progress("MinHash signatures", n, big=n >= BIG_COUNT) as meter:
+    with progress("MinHash signatures", n) as meter:
         while i < n:
             meter.update(i)
             # whole documents with about _CHUNK_SHINGLES shingles (at least one document)
@@ -299,7 +299,7 @@ def candidate_pairs(
     only the accepted ones; `counter[0]` is increased by the pairs seen before filtering."""
     n = keys.shape[0]
     found: list[np.ndarray] = []
-    with progress("LSH bands", keys.shape[1], big=n >= BIG_COUNT) as meter:
+    with progress("LSH bands", keys.shape[1], big=is_big(n)) as meter:
         for band in meter.each(range(keys.shape[1])):
             col = keys[:, band]
             order = np.argsort(col, kind="stable")

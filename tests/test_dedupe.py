@@ -522,3 +522,42 @@ def test_unreachable_redis_is_one_line(tmp_path):
     )
     assert res.exit_code == 2
     assert "cannot use Redis" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def _log_everything(monkeypatch) -> None:
+    """Every input counts as big and a log line is never held back: what a 1M-line run shows."""
+    import distill.progress as progress
+
+    monkeypatch.setattr(progress, "BIG_BYTES", 1)
+    monkeypatch.setattr(progress, "BIG_COUNT", 1)
+    monkeypatch.setattr(progress._Lines, "QUIET_S", 0.0)
+
+
+def test_a_big_input_shows_progress_on_stderr_and_a_small_one_prints_nothing(tmp_path, monkeypatch):
+    recs = [chat(f"where is order GL-{i:05d}", f"It ships today, order {i}.") for i in range(50)]
+    src = write_jsonl(tmp_path / "data.jsonl", recs + recs[:5])
+    args = ["dedupe", "--input", str(src), "--output", str(tmp_path / "clean.jsonl")]
+    small = CliRunner().invoke(cli, args)
+    assert small.exit_code == 0 and small.stderr == ""
+
+    _log_everything(monkeypatch)
+    big = CliRunner().invoke(cli, args)
+    assert big.exit_code == 0 and big.stdout == small.stdout  # stdout stays the summary
+    for step in ("dedupe: hashing", "dedupe: comparing", "dedupe: writing"):
+        assert f"{step}: done, " in big.stderr, big.stderr
+    assert "% (" in big.stderr and " MB of " in big.stderr
+
+
+def test_split_of_many_examples_shows_progress_on_stderr(monkeypatch, capsys):
+    from distill.stages.split import SplitConfig, split_examples
+
+    recs = [
+        {"id": f"x{i}", **chat(f"where is order GL-{i:05d}", f"It ships today, order {i}.")}
+        for i in range(40)
+    ]
+    split_examples(recs, SplitConfig(eval_size=4))
+    assert capsys.readouterr().err == ""
+    _log_everything(monkeypatch)
+    split_examples(recs, SplitConfig(eval_size=4))
+    err = capsys.readouterr().err
+    assert "shingle sets: done" in err and "MinHash signatures: done" in err, err

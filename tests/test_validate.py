@@ -429,3 +429,17 @@ def test_duplicates_found_the_same_when_hashes_spill_to_disk(tmp_path, monkeypat
     assert spilled_report.counts["duplicate"] == 27 and spilled_report.stats["duplicates"] == 27
     assert len(seen) == 11 and seen[-1]  # 40 examples / 4 per chunk, plus the final spill
     assert not list(tmp_path.glob("distill-validate-*"))  # bucket files are cleaned up
+
+
+def test_a_big_file_shows_progress_on_stderr_and_a_small_one_prints_nothing(tmp_path, monkeypatch):
+    import distill.progress as progress
+
+    path = _write(tmp_path / "data.jsonl", [_example(f"question {i}") for i in range(20)])
+    small = CliRunner().invoke(cli, ["validate", str(path)])
+    assert small.exit_code == 0 and small.stderr == ""
+
+    monkeypatch.setattr(progress, "BIG_BYTES", 1)  # as if the file were 1M lines
+    monkeypatch.setattr(progress._Lines, "QUIET_S", 0.0)
+    big = CliRunner().invoke(cli, ["validate", str(path)])
+    assert big.exit_code == 0 and big.stdout == small.stdout
+    assert big.stderr.startswith("validate: ") and "validate: done, " in big.stderr

@@ -8,7 +8,7 @@ import numpy as np
 
 from distill.dedupe.job import Job, snippet
 from distill.minhash import UnionFind, example_text, jaccard, shingle_sets
-from distill.progress import BIG_BYTES, progress
+from distill.progress import progress
 from distill.runs import parse_jsonl_line
 
 
@@ -67,7 +67,7 @@ def confirm(job: Job, pairs: np.ndarray) -> None:
         edges.setdefault(b, []).append((j, a))
 
     size = job.input_bytes
-    with progress("dedupe: comparing", size, big=size >= BIG_BYTES, unit="bytes") as meter:
+    with progress("dedupe: comparing", size, unit="bytes") as meter:
         for ordinal, src, lineno, line, read in job.lines():
             meter.update(read)
             if ordinal in wanted:

@@ -14,7 +14,7 @@ import numpy as np
 from distill.dedupe.job import Job, is_chat, record_id
 from distill.dedupe.redis_lsh import RedisLsh
 from distill.minhash import band_keys, candidate_pairs, estimate_jaccard, example_text, signatures
-from distill.progress import BIG_BYTES, progress
+from distill.progress import progress
 from distill.runs import parse_jsonl_line
 
 Line = tuple[str, int, str, bool]  # (path, line number, line, is a seed)
@@ -96,7 +96,7 @@ def index(job: Job) -> np.ndarray:
     workers = _workers(job, size)
     pool = None
     try:
-        with progress("dedupe: hashing", size, big=size >= BIG_BYTES, unit="bytes") as meter:
+        with progress("dedupe: hashing", size, unit="bytes") as meter:
             if workers > 1:
                 import multiprocessing
 

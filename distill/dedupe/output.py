@@ -9,14 +9,14 @@ from typing import IO, Any
 
 from distill.dedupe.job import STAGE, Job, is_chat, seed_record
 from distill.dedupe.redis_lsh import redact
-from distill.progress import BIG_BYTES, progress
+from distill.progress import progress
 
 
 def write(job: Job, out: IO[str], reject_rows: list[tuple[dict[str, Any], str, str]]) -> None:
     """Kept lines go to `out` as they came (seeds as records when included); removed ones
     to `reject_rows` with their reason."""
     size = job.input_bytes
-    with progress("dedupe: writing", size, big=size >= BIG_BYTES, unit="bytes") as meter:
+    with progress("dedupe: writing", size, unit="bytes") as meter:
         for ordinal, src, _lineno, line, read in job.lines():
             meter.update(read)
             reason = job.removed.get(ordinal)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from distill.progress import BIG_BYTES, Meter, progress
+from distill.progress import Meter, progress
 from distill.style import StyleSpec
 from distill.validation.duplicate_lines import DEDUPE_CHUNK, Duplicates
 from distill.validation.problems import (
@@ -93,7 +93,7 @@ def validate_stream(
     dups = Duplicates()
     try:
         size = _size(f)
-        with progress("validate", size, big=(size or 0) >= BIG_BYTES, unit="bytes") as meter:
+        with progress("validate", size, unit="bytes") as meter:
             scan = _scan(f, col, tally, dups, style, max_line_bytes, meter)
         tally.flush(final=True)
         n_dups = dups.report(col)
