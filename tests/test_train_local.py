@@ -300,6 +300,22 @@ def test_epochs_follow_openais_rule():
     assert tl.default_epochs(10_000) == 2
 
 
+def test_the_flag_help_states_the_defaults_training_uses():
+    """One source per knob: the help's defaults are the config's, derived ones included."""
+    cfg = tl.LocalTrainConfig.from_options("m", {"lr": None, "lora_r": 8}, n_examples=40)
+    assert tl.local_help("lr") == "Local: learning rate (default 2e-4)." and cfg.lr == 2e-4
+    assert tl.local_help("lora_r") == "Local: LoRA rank (default 16)."
+    assert tl.local_help("lora_alpha") == "Local: LoRA alpha (default 2 x r)."
+    assert cfg.lora_alpha == 16 and cfg.epochs == 3  # 2 x the rank given, OpenAI's rule
+    assert "(default 0.05)" in tl.local_help("lora_dropout") and cfg.lora_dropout == 0.05
+    assert "(default 1024)" in tl.local_help("batch_tokens") and cfg.batch_tokens == 1024
+    assert "(default 1024)" in tl.local_help("max_seq_len") and cfg.max_seq_len == 1024
+    assert "(default 1)" in tl.local_help("patience") and cfg.patience == 1
+    assert "every 2 minutes" in tl.local_help("checkpoint_every")
+    assert cfg.checkpoint_seconds == 120
+    assert "(default auto)" in tl.local_help("device") and cfg.device == "auto"
+
+
 def test_sigkill_mid_training_then_rerun_resumes_from_the_checkpoint(make_run, tiny_model_dir):
     """A real `kill -9` of `distill train` after a checkpoint: the rerun says where it resumes,
     finishes, and the log has every step once."""

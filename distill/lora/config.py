@@ -22,7 +22,7 @@ class LocalTrainConfig:
     epochs: int | None = knob(
         None, "epochs (default: OpenAI's rule, 3 scaled to 100..25,000 example-epochs)"
     )
-    lr: float = knob(2e-4, "learning rate (AdamW, 10 % warmup, cosine decay to 10 %)")
+    lr: float = knob(2e-4, "learning rate")  # AdamW, 10 % warmup, cosine decay to 10 %
     lora_r: int = knob(16, "LoRA rank")
     lora_alpha: int | None = knob(None, "LoRA alpha (default 2 x r)")
     lora_dropout: float = knob(0.05, "LoRA dropout")
