@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.errors import RunError
+from distill.errors import ConfigError, RunError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -33,10 +34,22 @@ CREATE INDEX IF NOT EXISTS calls_stage ON calls(stage);
 """
 
 
-# With WAL, synchronous=FULL syncs the log at every commit, so a call is on disk before `put`
-# returns: neither a killed process nor a power loss or OS crash loses a finished (paid) call.
-# NORMAL would survive a killed process but could lose the last commits to a power loss.
-SYNCHRONOUS = "FULL"
+# What survives what. SQLite runs in WAL mode and every put is a commit. With synchronous=NORMAL
+# (the default) a commit is in the OS's hands before `put` returns, so a killed process loses no
+# finished call; the log is synced to disk only at checkpoints (about every 4 MB of log), so a
+# power loss or OS crash can lose the calls committed since the last one (they are sent again on
+# resume). FULL syncs at every commit and survives that too, but costs throughput: each sync
+# blocks the event loop (benchmarks/generate.py: 0.53-0.59 vs 0.70-0.88 of the limit).
+SYNC_ENV = "DISTILL_CALLS_SYNC"
+SYNC_MODES = ("NORMAL", "FULL")
+
+
+def synchronous() -> str:
+    """NORMAL, or FULL when DISTILL_CALLS_SYNC asks for it."""
+    value = os.environ.get(SYNC_ENV, "NORMAL").strip().upper()
+    if value not in SYNC_MODES:
+        raise ConfigError(f"{SYNC_ENV}={value!r}: use NORMAL (the default) or FULL")
+    return value
 
 
 def request_key(model: str, request: Any) -> str:
@@ -62,17 +75,18 @@ class CallRecord:
 
 class CallLog:
     """A thread-safe SQLite log. A row with a response is a finished call: `get` returns it
-    so the caller re-sends nothing. Commits and syncs after every put, so a kill or a power loss
-    loses at most the calls still in flight."""
+    so the caller re-sends nothing. Commits after every put, so a killed process loses at most
+    the calls in flight; see SYNC_ENV above for a power loss."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        sync = synchronous()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+            self._db.execute(f"PRAGMA synchronous={sync}")
             self._db.executescript(SCHEMA)
             self._db.commit()
         except sqlite3.DatabaseError as e:

