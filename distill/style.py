@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -139,6 +139,16 @@ class Roles(BaseModel):
     agent_says: list[str] = Field(default_factory=lambda: list(AGENT_SAYS))
 
 
+class Quality(BaseModel):
+    """Checks on what a teacher writes beyond the reply rules (distill/quality.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # every customer message and reply must read as this language ("" turns the check off;
+    # only "en" has a word list today)
+    language: Literal["en", ""] = "en"
+
+
 class StyleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -150,6 +160,7 @@ class StyleSpec(BaseModel):
     axes: Axes = Field(default_factory=Axes)
     scope: Scope = Field(default_factory=Scope)
     roles: Roles = Field(default_factory=Roles)
+    quality: Quality = Field(default_factory=Quality)
     source: str = Field(default="", exclude=True)
 
     @classmethod

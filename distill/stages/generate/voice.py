@@ -7,6 +7,7 @@ import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from distill.quality import language_problem
 from distill.stages.generate.plan import topic_keys
 from distill.style import Roles, StyleSpec, count_words
 
@@ -46,6 +47,8 @@ def words(text: str) -> set[str]:
 def reply_problems(spec: StyleSpec, reply: str) -> list[str]:
     """Every way an assistant reply breaks the spec or speaks out of role."""
     problems = list(spec.check_reply(reply))
+    if bad := language_problem(reply, spec.quality.language):
+        problems.append(bad)
     if said := says_customer_phrase(spec.roles, reply):
         problems.append(f"role-swap: the reply talks like the customer ({said!r})")
     if _NARRATION.search(reply):
@@ -97,6 +100,9 @@ def conversation_problems(
             problems.append(
                 f"exchange {i}: narrates ('the customer ...') instead of writing the chat itself"
             )
+        for who, text in (("customer", user), ("reply", reply)):
+            if bad := language_problem(text, spec.quality.language):
+                problems.append(f"exchange {i} {who}: {bad}")
         said_words = words(reply)
         if any(len(said_words & w) / len(said_words | w) >= 0.6 for w in seen if said_words | w):
             problems.append(f"exchange {i}: repeats an earlier reply")
