@@ -36,13 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distill.stages.dedupe import (  # noqa: E402
-    DedupeConfig,
-    dedupe_file,
-    example_text,
-    shingle_sets,
-    shingles,
-)
+from distill.minhash import example_text, shingle_sets, shingles  # noqa: E402
+from distill.stages.dedupe import DedupeConfig, dedupe_file  # noqa: E402
 
 SYSTEM = "You are GreenLeaf Support: warm, brief, solution-first."
 PLANTS = [

@@ -3,8 +3,9 @@ server's own words, its code, the HTTP status and the request id (never the key)
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from distill.errors import BackendError
@@ -61,32 +62,20 @@ class Api:
 
     def retrieve(self, job_id: str, quiet: bool = False) -> Any:
         """GET the job; with quiet=True transient failures raise TransientError to retry."""
-        import openai
-
         if not quiet:
             return self.call(
                 f"looking up job {job_id}",
                 lambda: self.client.fine_tuning.jobs.retrieve(job_id),
             )
-        try:
+        with self._polling(f"looking up job {job_id}"):
             return self.client.fine_tuning.jobs.retrieve(job_id)
-        except openai.APIStatusError as e:
-            if e.status_code in (408, 409, 429) or e.status_code >= 500:
-                raise TransientError(self.out.scrub(status_text(e))) from None
-            raise BackendError(
-                self.out.scrub(f"looking up job {job_id} failed: {status_text(e)}")
-            ) from None
-        except openai.APIConnectionError as e:
-            raise TransientError(self.out.scrub(cause(e))) from None
 
     def new_events(self, job_id: str, last_id: str | None) -> list[Any]:
         """Events newer than `last_id`, oldest first (the API lists newest first)."""
-        import openai
-
         fresh: list[Any] = []
         ids: set[str] = set()
         after: str | None = None
-        try:
+        with self._polling(f"listing events of job {job_id}"):
             for _ in range(EVENT_PAGES):
                 kwargs: dict[str, Any] = {"limit": EVENT_PAGE}
                 if after:
@@ -108,16 +97,23 @@ class Api:
                 if data[-1].id == after:
                     break  # a server that ignores `after`: no progress to make
                 after = data[-1].id
+        fresh.reverse()
+        return fresh
+
+    @contextlib.contextmanager
+    def _polling(self, what: str) -> Iterator[None]:
+        """A poll's failures: TransientError (network, 408/409/429, 5xx) to retry, a
+        BackendError naming `what` for anything else."""
+        import openai
+
+        try:
+            yield
         except openai.APIStatusError as e:
             if e.status_code in (408, 409, 429) or e.status_code >= 500:
                 raise TransientError(self.out.scrub(status_text(e))) from None
-            raise BackendError(
-                self.out.scrub(f"listing events of job {job_id} failed: {status_text(e)}")
-            ) from None
+            raise BackendError(self.out.scrub(f"{what} failed: {status_text(e)}")) from None
         except openai.APIConnectionError as e:
             raise TransientError(self.out.scrub(cause(e))) from None
-        fresh.reverse()
-        return fresh
 
     def find_created(self, request_key: str, pending: dict[str, Any]) -> Any | None:
         """The job a killed run may have created before it saw the answer (matched by the

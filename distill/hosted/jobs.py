@@ -22,15 +22,13 @@ class JobFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = {}
-        if path.exists():
-            try:
-                self.data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
-                raise RunError(
-                    f"{path}: unreadable ({e}); it remembers the hosted job, restore it or "
-                    "delete it to start a new job"
-                ) from None
+        try:
+            self.data = _read(path)
+        except (OSError, ValueError) as e:
+            raise RunError(
+                f"{path}: unreadable ({e}); it remembers the hosted job, restore it or "
+                "delete it to start a new job"
+            ) from None
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -59,12 +57,10 @@ class Uploads:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = {}
-        if path.exists():
-            try:
-                self.data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                self.data = {}  # only a cache: the worst case is one more upload
+        try:
+            self.data = _read(path)
+        except (OSError, ValueError):
+            self.data = {}  # only a cache: the worst case is one more upload
 
     @staticmethod
     def _key(server: str, sha: str) -> str:
@@ -120,6 +116,16 @@ def exclusive(folder: Path) -> Iterator[None]:
                 "let it finish or stop it, then rerun"
             ) from None
         yield
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, {} when there is no file yet."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
 
 
 def _now() -> str:
