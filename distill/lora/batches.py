@@ -19,25 +19,22 @@ def plan_epoch(lengths: list[int], batch_tokens: int, seed: int, epoch: int) -> 
     chunk = 512
     steps: list[list[int]] = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lambda i: -lengths[i])
-        cur: list[int] = []
-        for i in part:
-            longest = max([lengths[j] for j in cur] + [lengths[i]])
-            if cur and (len(cur) + 1) * longest > batch_tokens:
-                steps.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            steps.append(cur)
+        steps += _longest_first(order[start : start + chunk], lengths, batch_tokens)
     rng.shuffle(steps)
     return steps
 
 
 def micro_batches(step: list[int], lengths: list[int], budget: int) -> list[list[int]]:
     """Split one step into forward passes of at most `budget` padded tokens."""
+    return _longest_first(step, lengths, budget)
+
+
+def _longest_first(indices: list[int], lengths: list[int], budget: int) -> list[list[int]]:
+    """The indices, longest first, cut into runs whose padded size (count x longest) fits
+    `budget` (an example longer than the budget goes alone)."""
     out: list[list[int]] = []
     cur: list[int] = []
-    for i in sorted(step, key=lambda j: -lengths[j]):
+    for i in sorted(indices, key=lambda j: -lengths[j]):
         longest = max([lengths[j] for j in cur] + [lengths[i]])
         if cur and (len(cur) + 1) * longest > budget:
             out.append(cur)
