@@ -176,13 +176,15 @@ def local(args: argparse.Namespace) -> None:
     p = result.progress
     calls = p.calls
     print(
-        f"teacher {args.teacher} on CPU ({os.cpu_count()} cores), n={p.total}, batch "
+        f"teacher {args.teacher} on CPU ({os.cpu_count()} cores), n={p.total} "
+        f"({p.planned} planned), batch "
         f"{min(8, args.concurrency)}, max re-asks {args.max_reasks}, topic check "
         f"{'off' if args.no_topic_check else 'on'}; load {load_s:.1f} s"
     )
     print(
-        f"{wall / p.total:6.1f} s per planned example, {wall / max(1, p.generated):6.1f} s per "
-        f"accepted example; {p.generated}/{p.total} accepted ({p.generated / p.total:.0%}), "
+        f"{wall / p.planned:6.1f} s per planned example, {wall / max(1, p.generated):6.1f} s per "
+        f"accepted example; {p.generated}/{p.planned} planned accepted "
+        f"({p.generated / p.planned:.0%}), "
         f"{calls} calls ({p.reasks} re-asks)"
     )
     rejected = out / "bench-local" / "rejected.jsonl"

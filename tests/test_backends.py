@@ -220,3 +220,24 @@ def test_ollama_retries_5xx_and_reports_an_unreachable_host():
     b = get_backend("ollama:m", base_url="http://127.0.0.1:9", max_http_retries=0)
     [e] = run_all(b, [b.chat(ask(1))])
     assert isinstance(e, BackendError) and "cannot reach Ollama at http://127.0.0.1:9" in str(e)
+
+
+def test_the_fake_backend_reasks_through_the_same_loop_as_the_real_ones():
+    from distill.backends import FakeBackend
+    from distill.models import Price
+
+    fake = FakeBackend(
+        answers=['{"order": "48213", "late": true}', '{"order": "GL-1", "late": true}'],
+        price=Price(1e6, 1e6),  # a dollar a token: cost = tokens
+    )
+    r = asyncio.run(fake.chat(ask(1), response_model=Order, max_retries=1))
+    assert r.value == Order(order="GL-1", late=True) and r.usage.attempts == 2
+    assert fake.requests[1][-2]["content"] == '{"order": "48213", "late": true}'
+    assert fake.requests[1][-1]["content"].startswith("That output was rejected: order: ")
+    assert r.usage.cost_usd == r.usage.prompt_tokens + r.usage.completion_tokens
+    with pytest.raises(InvalidOutput, match="order"):
+        asyncio.run(
+            FakeBackend(answers=['{"order": "x", "late": 1}']).chat(
+                ask(1), response_model=Order, max_retries=0
+            )
+        )

@@ -73,8 +73,8 @@ def _prompt(rec: dict[str, Any], where: str) -> CustomerPrompt:
         raise InputError(f"{where}: the last message must be the customer's (role user)")
     if any(role != ("user", "assistant")[i % 2] for i, (role, _) in enumerate(pairs)):
         raise InputError(f"{where}: messages must alternate user, assistant, user, ...")
-    meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
-    return CustomerPrompt(tuple(pairs), dict(meta))
+    meta = rec.get("meta")
+    return CustomerPrompt(tuple(pairs), dict(meta) if isinstance(meta, dict) else {})
 
 
 def plan_from_prompts(prompts: list[CustomerPrompt], n: int, seed: int = 0) -> list[PlanPoint]:
