@@ -176,10 +176,17 @@ def _dedupe(run_dir: Path, opts: dict[str, Any]) -> None:
 
 
 def _split(run_dir: Path, opts: dict[str, Any]) -> None:
+    import dataclasses
+
+    from distill.commands import split as command
     from distill.runs import Run
     from distill.stages.split import SplitConfig, parse_eval_size, split_run
 
-    config = SplitConfig(eval_size=parse_eval_size(str(opts["eval_size"])), seed=opts["seed"])
+    eval_size = opts["eval_size"]
+    config = SplitConfig(eval_size=parse_eval_size(eval_size), seed=opts["seed"])
+    min_eval = getattr(command, "MIN_EVAL", 0)
+    if eval_size is None and min_eval and "min_eval" in SplitConfig.__dataclass_fields__:
+        config = dataclasses.replace(config, min_eval=min_eval)  # as `distill split` does
     result = split_run(Run.open(run_dir), config)
     counts = result.report["counts"]
     click.echo(
