@@ -1,8 +1,9 @@
 """The human gate before training: examples with automatic flags, and a log of decisions.
 
 Every decision is one whole line appended (and fsynced) to the run's `review.jsonl` the
-moment it is made; the last decision per id wins. `split` and `train` read the decisions
-through `load_decisions` / `apply_decisions` / `unreviewed_count`.
+moment it is made; the last decision per id wins. `split` applies them with `apply_decisions`
+when it writes train.jsonl / eval.jsonl; `train` applies the current ones again with
+`apply_review_gate`, so a decision made after the split still reaches training.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def load_decisions(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def unreviewed_count(run: Run) -> int:
-    """How many examples under review have no decision yet (for `train --require-review`)."""
+    """How many examples under review (deduped.jsonl) have no decision yet."""
     decided = load_decisions(run)
     return sum(
         1
