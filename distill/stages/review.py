@@ -768,7 +768,7 @@ def review_gate(run: Run) -> ReviewGate | None:
                     f"{id_paths[name]}:{i + 1}: no id; run `distill split` to rewrite the split"
                 )
             meta: dict[str, Any] = row["meta"] if isinstance(row.get("meta"), dict) else {}
-            here = current[i] if by_position else None
+            here = current[i] if by_position and isinstance(current[i], list) else None
             d = decisions.get(rid)
             kind = d["decision"] if d else None
             if d is not None and kind == "reject":
