@@ -223,3 +223,30 @@ def test_split_rejects_an_eval_size_that_leaves_no_training(make_run):
     res = CliRunner().invoke(cli, ["split", "--run", str(run.path), "--eval-size", "5"])
     assert res.exit_code == 2
     assert "leave at least one for training" in res.output
+
+
+def test_default_eval_size_holds_out_enough_to_conclude(make_run):
+    """19 seeds + 70 generated: 10% would hold out 9, too few for eval to conclude; the
+    default holds out 20 (a third of the generated examples allows it); a given size is kept."""
+    records = corpus(200)[:89]
+    for r in records[:19]:
+        r["meta"] = {"source": "seed"}
+    small = split_examples(records, SplitConfig(eval_size=0.1, seed=0))
+    assert len(small.eval) < 20
+    floor = split_examples(records, SplitConfig(eval_size=0.1, seed=0, min_eval=20))
+    assert len(floor.eval) >= 20
+    assert not [r for r in floor.eval if r["meta"].get("source") == "seed"]
+    # only a third of what may be held out: 30 generated -> 10
+    few = split_examples(records[:49], SplitConfig(eval_size=0.1, seed=0, min_eval=20))
+    assert 5 <= len(few.eval) <= 12
+
+    run = make_run("shop")
+    from distill.runs import atomic_write_jsonl
+
+    atomic_write_jsonl(run.file("deduped.jsonl"), records)
+    res = CliRunner().invoke(cli, ["split", "--run", str(run.path)])
+    assert res.exit_code == 0, res.output
+    assert len(list(read_jsonl(run.file("eval.jsonl")))) >= 20
+    res = CliRunner().invoke(cli, ["split", "--run", str(run.path), "--eval-size", "0.1"])
+    assert res.exit_code == 0, res.output
+    assert len(list(read_jsonl(run.file("eval.jsonl")))) < 20

@@ -8,14 +8,16 @@ import click
 
 from distill.commands.options import run_option
 
+MIN_EVAL = 20  # the eval's MIN_EVAL_EXAMPLES (not imported: `distill --help` stays light)
+
 
 @click.command()
 @run_option
 @click.option(
     "--eval-size",
-    default="0.1",
-    show_default=True,
-    help="Held-out share (0.1) or count (50) of the examples.",
+    default=None,
+    help="Held-out share (0.1) or count (50) of the examples. Default: 10%, but at least "
+    f"{MIN_EVAL} when a third of the generated examples allows (fewer cannot show a result).",
 )
 @click.option(
     "--seed",
@@ -24,7 +26,7 @@ from distill.commands.options import run_option
     show_default=True,
     help="Same seed, same split (ids are hashed with it).",
 )
-def split(run_dir: Path | None, eval_size: str, seed: int) -> None:
+def split(run_dir: Path | None, eval_size: str | None, seed: int) -> None:
     """Write train.jsonl and eval.jsonl, keeping near-duplicates on one side.
 
     Examples with Jaccard >= 0.5 are grouped and go to the same side; the split is stratified
@@ -38,7 +40,12 @@ def split(run_dir: Path | None, eval_size: str, seed: int) -> None:
     from distill.stages.split import SplitConfig, parse_eval_size, split_run
 
     run = Run.open(run_dir)
-    result = split_run(run, SplitConfig(eval_size=parse_eval_size(eval_size), seed=seed))
+    config = SplitConfig(
+        eval_size=parse_eval_size(eval_size),
+        seed=seed,
+        min_eval=MIN_EVAL if eval_size is None else 0,
+    )
+    result = split_run(run, config)
     report = result.report
     counts = report["counts"]
     table = Table(title="split")

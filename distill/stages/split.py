@@ -46,6 +46,9 @@ class SplitConfig:
 
     eval_size: float | int = 0.1
     seed: int = 0
+    # with a fractional eval_size, hold out at least this many when a third of the examples
+    # that may be held out (not seeds) allows: fewer cannot show whether training worked
+    min_eval: int = 0
     group_threshold: float = 0.5  # a pair this similar never straddles train and eval
     num_perm: int = 256
     ngram: int = 5
@@ -138,6 +141,9 @@ def split_examples(records: list[dict[str, Any]], config: SplitConfig) -> SplitR
         if isinstance(config.eval_size, float)
         else config.eval_size
     )
+    if isinstance(config.eval_size, float) and config.min_eval:
+        eligible = sum(1 for r in records if not _is_seed(r))
+        target = max(target, min(config.min_eval, eligible // 3))
     if target >= n:
         raise UsageError(
             f"--eval-size {config.eval_size}: asks for {target} eval examples out of {n}; "

@@ -22,6 +22,11 @@ from distill.models import (
 PLAN_LIMIT = 3  # plan points per example asked for, at most: rejected ones are replaced
 
 
+# rows an in-process teacher generates at once: 32 gave 3.4x the tokens per second of 8 on
+# 2 CPU cores (65.8 vs 19.3 tok/s, SmolLM2-135M, same load); 64 was no faster
+LOCAL_BATCH = 32
+
+
 @dataclass
 class GenerateOptions:
     seeds: Path = knob(help='Seed chats, one {"messages": [...]} per line.', record=False)
@@ -50,7 +55,9 @@ class GenerateOptions:
         None, "Run name under outputs/ (default: the seeds' stem).", record=False
     )
     seed: int = knob(0, "Plan and sampling seed.")
-    concurrency: int = knob(8, "Requests in flight.")
+    concurrency: int | None = knob(
+        None, "Requests in flight (default 8; 32 for a local teacher, one batch on the CPU)."
+    )
     rpm: float | None = knob(None, "Requests per minute limit.")
     tpm: float | None = knob(None, "Tokens per minute limit.")
     timeout: float = knob(60.0, "Seconds per request.")
@@ -90,6 +97,7 @@ class GenerateOptions:
             examples=self.examples if self.examples is not None else (1 if local else 3),
             topic_check=self.topic_check if self.topic_check is not None else local,
             roleplay=self.roleplay if self.roleplay is not None else local,
+            concurrency=self.concurrency or (LOCAL_BATCH if local else 8),
         )
 
     def style_path(self) -> Path:
@@ -113,7 +121,7 @@ class GenerateOptions:
     def validate(self) -> None:
         if self.n is not None and self.n < 1:
             raise UsageError("--n must be at least 1")
-        if self.concurrency < 1:
+        if self.concurrency is not None and self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         if self.max_reasks < 0:
             raise UsageError("--max-reasks must be 0 or more")

@@ -22,7 +22,7 @@ from distill.stages.generate.budget import Budget
 from distill.stages.generate.chats import ConversationTypes
 from distill.stages.generate.customers import CustomerPrompt, load_prompts, plan_from_prompts
 from distill.stages.generate.grammar import reply_pattern
-from distill.stages.generate.options import PLAN_LIMIT, GenerateOptions
+from distill.stages.generate.options import LOCAL_BATCH, PLAN_LIMIT, GenerateOptions
 from distill.stages.generate.outcomes import done_so_far, reject_reasons
 from distill.stages.generate.plan import PlanPoint, make_plan
 from distill.stages.generate.progress import Progress
@@ -69,7 +69,7 @@ def generate(
         price=opts.price(),
         rpm=opts.rpm,
         tpm=opts.tpm,
-        batch_size=min(8, opts.concurrency) if opts.is_local() else None,
+        batch_size=opts.concurrency if opts.is_local() else None,
         **opts.backend_opts,
     )
     if opts.max_budget is not None and teacher.price is None:
@@ -136,7 +136,7 @@ def _write_plan(
 
     async def work() -> None:
         try:
-            await worker.run(chat.write, todo, opts.concurrency)
+            await worker.run(chat.write, todo, opts.concurrency or LOCAL_BATCH)
         finally:
             await close_backend(backend)
 
