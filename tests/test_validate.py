@@ -404,7 +404,7 @@ def test_cli_seeds_pass_with_style():
 
 
 def test_duplicates_found_the_same_when_hashes_spill_to_disk(tmp_path, monkeypatch):
-    import distill.stages.validate as v
+    import distill.validation.scan as v
 
     examples = [_example(f"question {i % 13}") for i in range(40)]  # lines 14.. repeat 1..13
     path = _write(tmp_path / "d.jsonl", examples)

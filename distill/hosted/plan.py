@@ -30,10 +30,10 @@ class DataCheck:
 def check_data(
     path: Path, model: str, *, epochs: int | None = None, held_out: bool = False
 ) -> DataCheck:
-    """Run `distill validate`'s rules on a file (the one place that depends on validate.py).
+    """Run `distill validate`'s rules on a file (the one place hosted training validates).
 
     `held_out` (the eval file): too few examples is only a warning, and nothing is billed."""
-    from distill.stages.validate import validate_file
+    from distill.validation.scan import validate_file
 
     report = validate_file(path, model=model)
     s = report.stats

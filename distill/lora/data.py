@@ -17,7 +17,7 @@ SPLIT_HINT = "run `distill split` first"
 
 def load_examples(path: Path, *, is_train: bool) -> list[list[dict[str, Any]]]:
     """The messages of every example, after the file passes validation (one-line error if not)."""
-    from distill.stages.validate import validate_file
+    from distill.validation.scan import validate_file
 
     report = validate_file(path, model="local:student")
     errors = [p for p in report.errors if is_train or p.code != "too-few-examples"]
