@@ -37,17 +37,11 @@ class Meter:
     """How far a task is. `update` and `advance` cost a comparison until the display is due."""
 
     def __init__(self, total: int | None, sink: _Sink | None = None) -> None:
+        self.total = total
         self.done = 0
         self._sink = sink
-        self.set_total(total)
-
-    def set_total(self, total: int | None) -> None:
-        """The size of the task, when it is known only once the work has begun."""
-        self.total = total
         self._step = max(1, total // UPDATES) if total else 1 << 20
-        self._due = self.done + self._step if self._sink is not None else sys.maxsize
-        if self._sink is not None:
-            self._sink.show(self)
+        self._due = self._step if sink is not None else sys.maxsize
 
     def update(self, done: int) -> None:
         """Set how much is done (bytes read, examples hashed, ...)."""
