@@ -13,6 +13,7 @@ from distill.backends import FakeBackend
 from distill.cli import cli
 from distill.runs import read_jsonl
 from distill.stages.generate import GenerateOptions, generate
+from distill.stages.generate.stage import NothingAccepted
 
 ROOT = Path(__file__).resolve().parent.parent
 STYLE = ROOT / "seeds" / "greenleaf.style.toml"
@@ -89,10 +90,14 @@ def test_a_reply_that_breaks_the_voice_is_reasked_then_rejected(shop):
     seeds, prompts = shop
     teacher = FakeBackend(default=lambda m: {"reply": "It is at the depot. **Tomorrow.**"})
     opts = GenerateOptions(seeds=seeds, prompts=prompts, n=2, teacher="fake:t", max_reasks=1)
-    generate(opts, backend=teacher)
+    with pytest.raises(NothingAccepted, match="warm-opening"):
+        generate(opts, backend=teacher)
     rej = list(read_jsonl(Path("outputs/shop/rejected.jsonl")))
-    assert len(rej) == 2 and len(teacher.requests) == 4
+    # every message was tried once (n=2 planned, failures replaced while messages last)
+    assert len(rej) == len(CUSTOMERS) and len(teacher.requests) == 2 * len(CUSTOMERS)
     assert all("warm-opening" in r["reason"] for r in rej)
+    asked = {m["content"] for req in teacher.requests for m in req if m["role"] == "user"}
+    assert {u for u, _ in CUSTOMERS} <= asked
 
 
 def test_plain_text_prompts_and_bad_lines(shop, tmp_path):
