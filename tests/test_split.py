@@ -202,7 +202,7 @@ def test_split_warns_when_a_side_is_below_openai_minimum(make_run):
 
     run = make_run("small")
     atomic_write_jsonl(run.file("deduped.jsonl"), corpus(40))
-    res = CliRunner().invoke(cli, ["split", "--run", str(run.path)])
+    res = CliRunner().invoke(cli, ["split", "--run", str(run.path), "--eval-size", "0.1"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "warning: eval has 4 example(s); OpenAI fine-tuning needs at least 10" in text
