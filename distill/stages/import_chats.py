@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill import runs
 from distill.errors import InputError, RunError
 from distill.records import Example
 from distill.runs import Run, atomic_write_jsonl, sha256_file
@@ -70,20 +71,21 @@ def import_chats(
             lines += 1
             where = f"{data}:{lineno}"
             obj, reason = _parse(raw)
-            if reason is None:
+            if obj is not None and reason is None:
                 upload = {k: v for k, v in obj.items() if k not in OWN_KEYS}
                 errors = [p for p in check_example(upload) if p.severity == "error"]
                 if errors:
                     reason = "; ".join(f"{p.code}: {p.message}" for p in errors[:3])
-            if reason is not None:
-                rec = {"id": f"line-{lineno}", "messages": [], "meta": {"line": lineno}}
-                if obj is None:
-                    rec["meta"]["raw"] = raw[:2000].decode("utf-8", "replace")
-                else:
-                    rec["meta"]["raw"] = obj
+            if obj is None or reason is not None:
+                raw_text: Any = raw[:2000].decode("utf-8", "replace") if obj is None else obj
+                rec = {
+                    "id": f"line-{lineno}",
+                    "messages": [],
+                    "meta": {"line": lineno, "raw": raw_text},
+                }
                 rejected.append((rec, STAGE, f"{where}: {reason}"))
                 continue
-            meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+            meta: dict[str, Any] = obj["meta"] if isinstance(obj.get("meta"), dict) else {}
             ex = Example.from_chat(
                 {"messages": obj["messages"]}, **meta, source="import", line=lineno
             )
@@ -101,8 +103,9 @@ def import_chats(
             f"`distill validate {data}` lists every problem"
         )
 
-    run = Run.create(name or data.name.split(".")[0], outputs=outputs)
-    _refuse_generated_run(run, data)
+    run_name = name or data.name.split(".")[0]
+    _refuse_generated_run(Run((outputs or runs.OUTPUTS) / run_name), data)
+    run = Run.create(run_name, outputs=outputs)  # now the current run
     from distill.stages.dedupe import drop_stage_rejections
 
     drop_stage_rejections(run, STAGE)
@@ -141,10 +144,9 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
 
 def _refuse_generated_run(run: Run, data: Path) -> None:
     """Never overwrite a run that generate wrote (paid work) with imported data."""
-    m = run.manifest
-    if (m.get("config") or {}).get("source") == "import" or not run.file(
-        "generated.jsonl"
-    ).exists():
+    if not run.file("generated.jsonl").exists():
+        return
+    if (run.manifest.get("config") or {}).get("source") == "import":
         return
     raise RunError(
         f"{run.path} already holds generated data; pass --name NEW to import {data} into a new run"
