@@ -7,12 +7,10 @@ from typing import Any
 
 import click
 
-from distill.models import DEFAULT_TEACHER, parse_model
+# n when no one sets it, as `distill generate` sizes it (the embedded teacher is slow)
+from distill.models import DEFAULT_TEACHER, EMBEDDED_N, HOSTED_N, parse_model
 
-# The demo sizes: the embedded teacher writes a conversation in ~10 s on 2 cores, so the
-# default n keeps `distill run` with no flags within ~15 minutes end to end.
-EMBEDDED_N = 24
-HOSTED_N = 300
+__all__ = ["EMBEDDED_N", "HOSTED_N", "run"]
 
 # run's flags and the stages they set; every other flag of a stage comes from that stage's
 # own settings (DISTILL_<STAGE>_*, the [stage] table of distill.toml) or its default
@@ -51,7 +49,13 @@ NOT_IN_RUN = {"run_dir", "dry_run", "input_path", "output_path", "attach", "canc
     help="Style spec (default: <seeds>.style.toml beside the seeds).",
 )
 @click.option("--name", default=None, help="Run name (default: the seeds file's stem).")
-@click.option("--teacher", default=DEFAULT_TEACHER, show_default=True)
+@click.option(
+    "--teacher",
+    default=DEFAULT_TEACHER,
+    show_default=True,
+    help="Unlike `distill generate`, the embedded model even when OPENAI_API_KEY is set: a run "
+    "with no flags stays offline and free.",
+)
 @click.option(
     "--student",
     default=None,
