@@ -18,6 +18,7 @@ RUN_FLAGS = {
     "generate": (
         "seeds",
         "style",
+        "prompts",
         "name",
         "teacher",
         "base_url",
@@ -29,7 +30,7 @@ RUN_FLAGS = {
     "dedupe": (),
     "split": ("eval_size", "seed"),
     "train": ("student", "epochs", "seed", "yes"),
-    "eval": ("judge",),
+    "eval": ("judge", "probe_size"),
 }
 # stage flags that make no sense inside `distill run` (it picks the run and does the work)
 NOT_IN_RUN = {"run_dir", "dry_run", "input_path", "output_path", "attach", "cancel"}
@@ -47,6 +48,13 @@ NOT_IN_RUN = {"run_dir", "dry_run", "input_path", "output_path", "attach", "canc
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="Style spec (default: <seeds>.style.toml beside the seeds).",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Customer messages to answer (see `distill generate --help`): the teacher writes "
+    "only the replies.",
 )
 @click.option("--name", default=None, help="Run name (default: the seeds file's stem).")
 @click.option(
@@ -74,10 +82,20 @@ NOT_IN_RUN = {"run_dir", "dry_run", "input_path", "output_path", "attach", "canc
     help=f"Conversations to generate (default {EMBEDDED_N} with the embedded teacher, else {HOSTED_N}).",
 )
 @click.option("--epochs", type=int, default=None, help="Training epochs (default: OpenAI's rule).")
-@click.option("--eval-size", default=None, help="Held-out share or count (default 0.1).")
+@click.option(
+    "--eval-size",
+    default=None,
+    help="Held-out share or count (default: 10%, at least 20 when the data allows).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--concurrency", type=int, default=None, help="Parallel teacher requests.")
 @click.option("--max-budget", type=float, default=None, help="Hard cap in USD for teacher calls.")
+@click.option(
+    "--probe-size",
+    type=int,
+    default=None,
+    help="Eval: ask only N general-skills probe items (default: all).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Skip the hosted fine-tune's cost confirmation.")
 @click.pass_context
 def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
@@ -180,17 +198,10 @@ def _dedupe(run_dir: Path, opts: dict[str, Any]) -> None:
 
 
 def _split(run_dir: Path, opts: dict[str, Any]) -> None:
-    import dataclasses
-
-    from distill.commands import split as command
     from distill.runs import Run
-    from distill.stages.split import SplitConfig, parse_eval_size, split_run
+    from distill.stages.split import split_config, split_run
 
-    eval_size = opts["eval_size"]
-    config = SplitConfig(eval_size=parse_eval_size(eval_size), seed=opts["seed"])
-    min_eval = getattr(command, "MIN_EVAL", 0)
-    if eval_size is None and min_eval and "min_eval" in SplitConfig.__dataclass_fields__:
-        config = dataclasses.replace(config, min_eval=min_eval)  # as `distill split` does
+    config = split_config(opts["eval_size"], opts["seed"])
     result = split_run(Run.open(run_dir), config)
     counts = result.report["counts"]
     click.echo(

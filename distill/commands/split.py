@@ -8,7 +8,7 @@ import click
 
 from distill.commands.options import run_option
 
-MIN_EVAL = 20  # the eval's MIN_EVAL_EXAMPLES (not imported: `distill --help` stays light)
+MIN_EVAL = 20  # stages.split.MIN_EVAL (not imported: `distill --help` stays light)
 
 
 @click.command()
@@ -37,14 +37,10 @@ def split(run_dir: Path | None, eval_size: str | None, seed: int) -> None:
     from rich.table import Table
 
     from distill.runs import Run
-    from distill.stages.split import SplitConfig, parse_eval_size, split_run
+    from distill.stages.split import split_config, split_run
 
     run = Run.open(run_dir)
-    config = SplitConfig(
-        eval_size=parse_eval_size(eval_size),
-        seed=seed,
-        min_eval=MIN_EVAL if eval_size is None else 0,
-    )
+    config = split_config(eval_size, seed)
     result = split_run(run, config)
     report = result.report
     counts = report["counts"]

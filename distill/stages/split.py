@@ -58,6 +58,19 @@ class SplitConfig:
     estimate_floor: float = 0.35
 
 
+MIN_EVAL = 20  # eval's MIN_EVAL_EXAMPLES: fewer held-out examples cannot show a result
+
+
+def split_config(eval_size: str | None, seed: int) -> SplitConfig:
+    """The config for `--eval-size` as given (None: 10%, but at least MIN_EVAL when a third of
+    the generated examples allows; a size the user gives is kept as given)."""
+    return SplitConfig(
+        eval_size=parse_eval_size(eval_size),
+        seed=seed,
+        min_eval=MIN_EVAL if eval_size is None else 0,
+    )
+
+
 def parse_eval_size(value: str | float | int | None) -> float | int:
     """'0.1' -> a fraction, '50' -> a count; anything else is a UsageError."""
     if value is None:
