@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/distill run --seeds seeds/greenleaf.jsonl
+	$(BIN)/distill run --seeds seeds/greenleaf.jsonl --prompts seeds/greenleaf.prompts.jsonl --n 80 --probe-size 100
 
 test: $(STAMP)
 	$(BIN)/pytest
