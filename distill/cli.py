@@ -13,6 +13,7 @@ import click
 from distill.errors import DistillError
 
 COMMANDS = {
+    "init": "distill.commands.init:init",
     "validate": "distill.commands.validate:validate",
     "generate": "distill.commands.generate:generate",
     "import": "distill.commands.import_:import_",

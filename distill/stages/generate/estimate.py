@@ -12,7 +12,6 @@ from distill.stages.generate.plan import PlanPoint, make_plan
 from distill.stages.generate.prompts import build_messages
 from distill.stages.generate.seeds import load_seeds
 from distill.stages.generate.whole_chat import max_tokens_for
-from distill.style import StyleSpec
 
 
 @dataclass
@@ -52,7 +51,7 @@ def dry_run(opts: GenerateOptions) -> DryRun:
     opts.validate()
     opts = opts.resolved()
     assert opts.n is not None and opts.teacher is not None
-    spec = StyleSpec.load(opts.style_path())
+    spec = opts.load_style()
     seeds = load_seeds(opts.seeds)
     axes, source = plan_axes(spec, seeds, None, None)
     plan = make_plan(axes, opts.n, opts.seed)

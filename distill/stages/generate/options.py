@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.errors import InputError, UsageError
 from distill.knobs import knob
@@ -18,6 +18,9 @@ from distill.models import (
     Price,
     parse_model,
 )
+
+if TYPE_CHECKING:
+    from distill.style import StyleSpec
 
 PLAN_LIMIT = 3  # plan points per example asked for, at most: rejected ones are replaced
 
@@ -31,7 +34,10 @@ LOCAL_BATCH = 32
 class GenerateOptions:
     seeds: Path = knob(help='Seed chats, one {"messages": [...]} per line.', record=False)
     style: Path | None = knob(
-        None, "Style spec (default: <seeds name>.style.toml next to the seeds).", record=False
+        None,
+        "Style spec (default: <seeds name>.style.toml next to the seeds; without one, "
+        "generate stops and points to `distill init --seeds FILE`, which drafts it).",
+        record=False,
     )
     prompts: Path | None = knob(
         None,
@@ -105,6 +111,18 @@ class GenerateOptions:
             return self.style
         stem = self.seeds.name.removesuffix(".jsonl")
         return self.seeds.with_name(f"{stem}.style.toml")
+
+    def load_style(self) -> StyleSpec:
+        """The style spec; with none beside the seeds, one line pointing to `distill init`."""
+        from distill.style import StyleSpec
+
+        path = self.style_path()
+        if self.style is None and not path.exists():
+            raise InputError(
+                f"{path}: no style spec for {self.seeds}; draft one from the seeds with "
+                f"`distill init --seeds {self.seeds}`, edit it, then rerun (or pass --style PATH)"
+            )
+        return StyleSpec.load(path)
 
     def run_name(self) -> str:
         return self.name or self.seeds.name.removesuffix(".jsonl")

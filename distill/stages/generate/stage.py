@@ -59,7 +59,7 @@ def generate(
     opts.validate()
     opts = opts.resolved()
     assert opts.n is not None and opts.teacher is not None
-    spec = StyleSpec.load(opts.style_path())
+    spec = opts.load_style()
     seeds = load_seeds(opts.seeds)
     prompts = load_prompts(opts.prompts) if opts.prompts else None
     teacher = backend or get_backend(
