@@ -171,21 +171,13 @@ def stage_options(ctx: click.Context, seeds: Path) -> dict[str, dict[str, Any]]:
 
 # -- the stages, called as library functions ------------------------------------------------
 def _generate(run_dir: Path, opts: dict[str, Any]) -> None:
-    from distill.commands.generate import _ProgressBar
+    from distill.commands.generate import _ProgressBar, print_summary
     from distill.stages import generate as stage
 
     bar = _ProgressBar()
     with bar:
         result = stage.generate(stage.GenerateOptions(**opts), on_progress=bar.update)
-    p = result.progress
-    click.echo(
-        f"{result.run.path}: {p.generated} generated, {p.rejected} rejected of {p.total} "
-        f"planned; {p.calls} calls ({p.cached} from calls.sqlite, {p.reasks} re-asks), "
-        f"{p.tokens:,} tokens, ${p.cost_usd:.4f}, {result.elapsed_s:.1f} s"
-    )
-    reasons = stage.reject_reasons(result.run)
-    if reasons:
-        click.echo("Top rejection reasons: " + "; ".join(f"{r} ({n})" for r, n in reasons[:3]))
+    print_summary(result)
 
 
 def _dedupe(run_dir: Path, opts: dict[str, Any]) -> None:
