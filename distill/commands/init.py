@@ -55,7 +55,7 @@ def init(seeds: Path, teacher: str | None, base_url: str | None, force: bool) ->
     for r in d.dropped:
         click.echo(
             f"Dropped rule {r.rule.name!r} ({r.origin}): your seeds break it at "
-            f"{', '.join(r.broken_by)}; it is in the file commented out."
+            f"{r.where(str(seeds))}; it is in {d.path} commented out, to fix or delete."
         )
     for line in d.seed_problems[:SHOWN]:
         click.echo(line)

@@ -17,7 +17,7 @@ from distill import runs
 from distill.errors import ConfigError, UsageError
 from distill.runs import atomic_write_text
 from distill.stages.draft.measure import Measured, business_name, measure
-from distill.stages.draft.propose import Proposal, propose
+from distill.stages.draft.propose import Proposal, ask_teacher
 from distill.stages.draft.toml_text import DraftRule, Part, spec_text
 from distill.style import StyleSpec
 
@@ -65,7 +65,7 @@ def draft_spec(
     business = business_name(seeds)
     measured = measure(seeds, business)
     calls_path = (outputs or runs.OUTPUTS) / stem / "calls.sqlite"
-    proposal = propose(seeds, measured, business, teacher, calls_path, base_url)
+    proposal = ask_teacher(seeds, measured, business, teacher, calls_path, base_url)
     rules = _vetted_rules(seeds, measured, proposal)
     text = _text(seeds, stem, measured, proposal, rules)
     try:
@@ -88,11 +88,7 @@ def _vetted_rules(seeds: Path, m: Measured, p: Proposal) -> list[DraftRule]:
         if rule.name in names:
             continue
         names.add(rule.name)
-        broken = [
-            f"{seeds}:{c.line}"
-            for c in m.chats
-            if any(rule.check(r) is not None for r in c.replies)
-        ]
+        broken = [c.line for c in m.chats if any(rule.check(r) is not None for r in c.replies)]
         origin = f"proposed by {p.teacher}" + ("" if broken else "; every seed reply keeps it")
         out.append(DraftRule(rule, origin, broken))
     return out
@@ -113,6 +109,7 @@ def _text(seeds: Path, stem: str, m: Measured, p: Proposal, rules: list[DraftRul
         prompt, prompt_origin = s.system_prompt, f"system prompt: {by} (the seeds have none)"
     lo, hi = m.words
     return spec_text(
+        seeds.name,
         header,
         stem,
         Part(prompt, prompt_origin),

@@ -80,7 +80,7 @@ def capable(teacher: str | None) -> str | None:
     return None
 
 
-def propose(
+def ask_teacher(
     seeds: Path,
     measured: Measured,
     business: str,
@@ -111,6 +111,7 @@ def propose(
     calls = CallLog(calls_path)
     try:
         backend = get_backend(teacher, base_url=base_url)
+        teacher = str(backend.ref)  # as calls.sqlite names it: openai:gpt-4o for gpt-4o
 
         async def ask():  # noqa: ANN202 - a Reply
             try:

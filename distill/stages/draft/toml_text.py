@@ -21,7 +21,14 @@ class Part:
 class DraftRule:
     rule: Rule
     origin: str
-    broken_by: list[str] = field(default_factory=list)  # "file:line" of seeds that break it
+    broken_by: list[int] = field(default_factory=list)  # the seed lines that break it
+
+    def where(self, seeds: str) -> str:
+        """The seeds that break it, as `shop.jsonl lines 1, 3 and 4`."""
+        lines = [str(n) for n in self.broken_by]
+        if len(lines) > 1:
+            return f"{seeds} lines {', '.join(lines[:-1])} and {lines[-1]}"
+        return f"{seeds} line {lines[0]}" if lines else ""
 
 
 def basic(s: str) -> str:
@@ -61,6 +68,7 @@ def rule_text(d: DraftRule) -> str:
 
 
 def spec_text(
+    seeds: str,
     header: str,
     name: str,
     system_prompt: Part,
@@ -83,10 +91,9 @@ def spec_text(
     for d in rules:
         body = rule_text(d)
         if d.broken_by:
-            seen = ", ".join(d.broken_by[:5]) + (" ..." if len(d.broken_by) > 5 else "")
             out += [
                 "\n",
-                comment(f"DROPPED: {d.origin}, but your own seeds break it ({seen})."),
+                comment(f"DROPPED: {d.origin}, but your own seeds break it ({d.where(seeds)})."),
                 comment("Fix the pattern or delete it; uncomment to use it."),
                 comment("[[rules]]\n" + body),
             ]
