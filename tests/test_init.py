@@ -324,3 +324,11 @@ def test_any_regex_round_trips_through_the_toml_draft(pattern):
     from distill.stages.draft.toml_text import regex
 
     assert tomllib.loads(f"p = {regex(pattern)}\n")["p"] == pattern
+
+
+def test_run_without_a_spec_points_to_init_too(tmp_path):
+    seeds = seeds_file(tmp_path)
+    res = invoke("run", "--seeds", str(seeds), "--teacher", "fake:x", "--n", "2", "--yes")
+    assert res.exit_code == 1
+    assert f"no style spec for {seeds}; draft one from the seeds with `distill init" in res.output
+    assert "Traceback" not in res.output

@@ -117,7 +117,8 @@ class GenerateOptions:
         from distill.style import StyleSpec
 
         path = self.style_path()
-        if self.style is None and not path.exists():
+        default = replace(self, style=None).style_path()
+        if path == default and not path.exists():  # also when `distill run` names the default
             raise InputError(
                 f"{path}: no style spec for {self.seeds}; draft one from the seeds with "
                 f"`distill init --seeds {self.seeds}`, edit it, then rerun (or pass --style PATH)"
