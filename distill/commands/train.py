@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from distill.commands.options import run_option
+from distill.lora.config import local_help
 from distill.runs import Run
 
 
@@ -50,39 +51,35 @@ from distill.runs import Run
 @click.option("--attach", is_flag=True, help="Hosted: re-attach to the run's existing job.")
 @click.option("--cancel", is_flag=True, help="Hosted: cancel the run's job.")
 # local
-@click.option("--lr", type=float, default=None, help="Local: learning rate (default 2e-4).")
-@click.option("--lora-r", type=int, default=None, help="Local: LoRA rank (default 16).")
-@click.option("--lora-alpha", type=int, default=None, help="Local: LoRA alpha (default 2 x r).")
-@click.option(
-    "--lora-dropout", type=float, default=None, help="Local: LoRA dropout (default 0.05)."
-)
+@click.option("--lr", type=float, default=None, help=local_help("lr"))
+@click.option("--lora-r", type=int, default=None, help=local_help("lora_r"))
+@click.option("--lora-alpha", type=int, default=None, help=local_help("lora_alpha"))
+@click.option("--lora-dropout", type=float, default=None, help=local_help("lora_dropout"))
 @click.option(
     "--batch-tokens",
     type=int,
     default=None,
-    help="Local: padded tokens per optimiser step (default 1024, ~8 short chats).",
+    help=local_help("batch_tokens"),
 )
-@click.option(
-    "--max-seq-len", type=int, default=None, help="Local: truncate longer examples (default 1024)."
-)
+@click.option("--max-seq-len", type=int, default=None, help=local_help("max_seq_len"))
 @click.option(
     "--patience",
     type=int,
     default=None,
-    help="Local: epochs of rising eval loss before stopping (default 1).",
+    help=local_help("patience"),
 )
-@click.option("--device", default="auto", show_default=True, help="Local: auto, cpu or cuda.")
+@click.option("--device", default=None, help=local_help("device"))
 @click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16"]),
     default=None,
-    help="Local: auto = bf16 autocast on a GPU with bfloat16, fp32 on CPU.",
+    help=local_help("precision"),
 )
 @click.option(
     "--checkpoint-every",
     type=int,
     default=None,
-    help="Local: also checkpoint every N steps (default: each epoch and every 2 minutes).",
+    help=local_help("checkpoint_every"),
 )
 @click.option("--merge", is_flag=True, help="Local: also write a merged model.")
 def train(run_dir, student: str | None, require_review: bool, **opts) -> None:
