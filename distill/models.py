@@ -1,4 +1,5 @@
-"""Model strings (`openai:gpt-4o`, `gpt-4o-mini`, `ollama:llama3.1:8b`, `local:smollm2-135m`)
+"""Model strings (`openai:gpt-4o`, `gpt-4o-mini`, `ollama:llama3.1:8b`, `local:smollm2-135m`,
+`anthropic:claude-sonnet-4-5`, `google:gemini-2.5-flash`)
 and the model facts table (aliases, fine-tuning context limits, prices)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from distill.errors import UsageError
 
-PROVIDERS = ("openai", "ollama", "local", "fake")
+PROVIDERS = ("openai", "ollama", "local", "anthropic", "google", "fake")
 DEFAULT_TEACHER = "local:smollm2-135m"  # offline, nothing to configure
 HOSTED_TEACHER = "gpt-4o-mini"  # when OPENAI_API_KEY is set and no teacher is named
 DEFAULT_STUDENT = "local:smollm2-135m"
@@ -96,16 +97,20 @@ FREE = Price(0.0, 0.0)
 
 def price_of(ref: ModelRef) -> Price | None:
     """The list price of a model: free when it runs here (local, ollama, fake), the model
-    table's for OpenAI models (a dated or fine-tuned name takes its base's), None when unknown
-    (a model on an OpenAI-compatible server: give one with --price-in/--price-out)."""
-    if ref.provider != "openai":
+    table's for hosted models (a dated or fine-tuned name takes its base's, the longest base
+    that prefixes it), None when unknown (a model on an OpenAI-compatible server: give one with
+    --price-in/--price-out)."""
+    if ref.provider in ("local", "ollama", "fake"):
         return FREE
     name, t = ref.name, model_table()
-    facts = t["inference"].get(name) or fine_tune_facts(name)
-    if facts is None and name.startswith("ft:"):
-        facts = fine_tune_facts(name.split(":")[1])
+    facts = t["inference"].get(name)
+    if facts is None and ref.provider == "openai":
+        facts = fine_tune_facts(name)
+        if facts is None and name.startswith("ft:"):
+            facts = fine_tune_facts(name.split(":")[1])
     if facts is None:
-        facts = next((f for base, f in t["inference"].items() if name.startswith(base + "-")), None)
+        bases = [base for base in t["inference"] if name.startswith(base + "-")]
+        facts = t["inference"][max(bases, key=len)] if bases else None
     return Price(facts["input_per_1m"], facts["output_per_1m"]) if facts else None
 
 

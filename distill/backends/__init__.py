@@ -1,7 +1,8 @@
 """Teacher, student and judge backends behind one interface (chat.py).
 
 `get_backend("openai:gpt-4o")`, `get_backend("ollama:llama3.1:8b")`,
-`get_backend("local:smollm2-135m")`, `get_backend("fake:x")`. Heavy imports happen only for
+`get_backend("local:smollm2-135m")`, `get_backend("anthropic:claude-sonnet-4-5")`,
+`get_backend("google:gemini-2.5-flash")`, `get_backend("fake:x")`. Heavy imports happen only for
 the provider asked for.
 """
 
@@ -42,6 +43,7 @@ def get_backend(
     """A backend for a model string, priced at `price` when given (else the model table's
     list price). Options a provider does not use are ignored:
     openai: api_key, mode (tools|json_schema|json), rpm, tpm, max_http_retries, backoff_base;
+    anthropic, google: api_key, rpm, tpm, max_http_retries, backoff_base;
     ollama: rpm, tpm; local: device, batch_size."""
     ref = parse_model(model)
     opts = {k: v for k, v in opts.items() if v is not None}
@@ -57,6 +59,18 @@ def get_backend(
 
         keep = {"api_key", "mode", "rpm", "tpm", "max_http_retries", "backoff_base"}
         return OpenAIBackend(
+            ref.name,
+            base_url=base_url,
+            timeout=timeout,
+            price=price,
+            **{k: v for k, v in opts.items() if k in keep},
+        )
+    if ref.provider in ("anthropic", "google"):  # through instructor (instructor_backend.py)
+        from distill.backends.instructor_backend import provider_backend
+
+        keep = {"api_key", "rpm", "tpm", "max_http_retries", "backoff_base"}
+        return provider_backend(
+            ref.provider,
             ref.name,
             base_url=base_url,
             timeout=timeout,

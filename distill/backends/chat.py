@@ -53,11 +53,17 @@ class Backend:
         """A reply to `messages`; a typed one that fails validation is re-asked `max_retries`
         times, then InvalidOutput."""
         call = Call(response_model, temperature, max_tokens, seed)
-        limit = max_tokens or self.default_max_tokens
 
         async def attempt(convo: list[dict[str, Any]]) -> Reply:
-            text, usage = await self.complete(convo, call)
-            usage.cost_usd = call_cost(self.price, usage.prompt_tokens, usage.completion_tokens)
-            return validated(response_model, text, usage, limit)
+            return await self.attempt(convo, call)
 
         return await reask_loop(attempt, messages, Reask(max_reasks=max_retries))
+
+    async def attempt(self, messages: list[dict[str, Any]], call: Call) -> Reply:
+        """One try: a completion validated here (backends that validate through instructor
+        override this); InvalidOutput when it does not validate."""
+        text, usage = await self.complete(messages, call)
+        usage.cost_usd = call_cost(self.price, usage.prompt_tokens, usage.completion_tokens)
+        return validated(
+            call.response_model, text, usage, call.max_tokens or self.default_max_tokens
+        )
