@@ -30,7 +30,8 @@ def first_sentence(text: str) -> str:
 
 
 class Rule(BaseModel):
-    """One pattern rule on a reply. Exactly one of the pattern fields is set."""
+    """One rule on a reply: a regex (one of the pattern fields, checked here, free) or a
+    `rubric`, a sentence a judge model rules on (distill/rubric.py). Exactly one is set."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,17 +40,20 @@ class Rule(BaseModel):
     must_match: str | None = None
     must_not_match: str | None = None
     first_sentence_must_match: str | None = None
+    rubric: str | None = None  # e.g. "offers a concrete next step"
 
     @model_validator(mode="after")
     def _one_pattern(self) -> Rule:
         set_ = [
             p for p in (self.must_match, self.must_not_match, self.first_sentence_must_match) if p
         ]
-        if len(set_) != 1:
+        if len(set_) + bool(self.rubric) != 1:
             raise ValueError(
                 f"rule {self.name!r} needs exactly one of must_match, must_not_match, "
-                "first_sentence_must_match"
+                "first_sentence_must_match, rubric"
             )
+        if self.rubric:
+            return self
         try:
             re.compile(set_[0])
         except re.error as e:
@@ -57,7 +61,8 @@ class Rule(BaseModel):
         return self
 
     def check(self, text: str) -> str | None:
-        """None when the reply passes, else the violation message."""
+        """None when the reply passes, else the violation message (a rubric rule always
+        passes here: only a judge can rule on it)."""
         label = self.why or self.name
         if self.must_match and not re.search(self.must_match, text, re.M):
             return f"{self.name}: {label}"
@@ -192,6 +197,11 @@ class StyleSpec(BaseModel):
             raise ConfigError(f"{source}: {key}: {msg}") from None
         spec.source = source
         return spec
+
+    @property
+    def rubrics(self) -> list[Rule]:
+        """The rules a judge model rules on; check_reply does not see them."""
+        return [r for r in self.rules if r.rubric]
 
     def check_reply(self, text: str) -> list[str]:
         """Every way this reply breaks the voice; empty when it passes."""

@@ -40,6 +40,8 @@ class Reask:
     after: Callable[[Any, Usage | None, bool], None] | None = None  # (what before gave,
     # the attempt's usage or None when it raised, whether it came from calls.sqlite)
     history: bool = True  # False: only the last failed output goes back (long outputs)
+    judge: Callable[[Any], Awaitable[str | None]] | None = None  # a model's ruling (rubric
+    # rules), asked only when everything else passes
 
 
 async def reask_loop(attempt: Attempt, messages: Messages, hooks: Reask = Reask()) -> Reply:
@@ -61,6 +63,8 @@ async def reask_loop(attempt: Attempt, messages: Messages, hooks: Reask = Reask(
             else:
                 spent, was_cached, raw = reply.usage, reply.cached, reply.text
                 error = (hooks.check(reply.value) if hooks.check else None) or ""
+                if not error and hooks.judge:
+                    error = await hooks.judge(reply.value) or ""
         finally:
             if hooks.after:
                 hooks.after(held, spent, was_cached)

@@ -52,6 +52,8 @@ def print_summary(result: Any) -> None:
         f"({p.rejected} rejected); {p.calls} calls ({p.cached} from calls.sqlite, "
         f"{p.reasks} re-asks), {p.tokens:,} tokens, ${p.cost_usd:.4f}, {result.elapsed_s:.1f} s"
     )
+    if getattr(result, "rubric_note", None):
+        click.echo(result.rubric_note[0].upper() + result.rubric_note[1:] + ".")
     if p.generated < p.total:
         click.echo(
             f"Only {p.generated} of {p.total} passed: the plan ran out ({PLAN_LIMIT} "

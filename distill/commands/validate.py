@@ -30,7 +30,20 @@ PRINT_PER_CODE = 50  # text output shows this many lines per code; --format json
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def validate(ctx: click.Context, file: Path, style_path: Path | None, model: str, fmt: str) -> None:
+@click.option(
+    "--judge",
+    default=None,
+    help="A model to judge the style spec's rubric rules (sentences, not regexes) on every "
+    "reply, cached in outputs/.judge/calls.sqlite; without one they are skipped, and said so.",
+)
+def validate(
+    ctx: click.Context,
+    file: Path,
+    style_path: Path | None,
+    model: str,
+    fmt: str,
+    judge: str | None,
+) -> None:
     """Check FILE (or - for stdin) against OpenAI's chat fine-tuning format; count tokens and
     estimate the training cost.
 
@@ -49,8 +62,37 @@ def validate(ctx: click.Context, file: Path, style_path: Path | None, model: str
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         _print_text(report)
+    if style is not None and style.rubrics:
+        _judge_rubrics(file, style, judge, report.ok, err=fmt == "json")
     if not report.ok:
         ctx.exit(1)
+
+
+def _judge_rubrics(file: Path, style, judge: str | None, ok: bool, err: bool) -> None:  # noqa: ANN001
+    """Rubric rules, judged by `judge`, or one line saying why they were not."""
+    from distill import runs
+    from distill.rubric import judge_file, skipped_line, unusable
+
+    why = unusable(judge)
+    if why is None and str(file) == "-":
+        why = "stdin is read once; judge a file"
+    if why is None and not ok:
+        why = "the file has errors; fix them first"
+    if why is not None:
+        click.echo(skipped_line(style, why), err=err)
+        return
+    assert judge is not None
+    r = judge_file(file, style, judge, runs.OUTPUTS / ".judge" / "calls.sqlite")
+    for line in r.problems[:PRINT_PER_CODE]:
+        click.echo(line, err=err)
+    if len(r.problems) > PRINT_PER_CODE:
+        click.echo(f"{file}: rubric: ... and {len(r.problems) - PRINT_PER_CODE:,} more", err=err)
+    rates = "; ".join(f"{n} {k}/{r.replies}" for n, k in r.passed.items())
+    click.echo(
+        f"rubric rules judged by {r.judge}: {rates} replies pass (${r.cost_usd:.4f}, "
+        f"{r.cached} of {r.replies} from calls.sqlite)",
+        err=err,
+    )
 
 
 def _print_text(report) -> None:  # noqa: ANN001 - ValidationReport, imported lazily

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import InputError
-from distill.runs import read_jsonl
+from distill.runs import jsonl_lines, parse_jsonl_line
 from distill.style import Rule, count_sentences, count_words
 
 
@@ -67,7 +67,8 @@ STOCK_RULES = [
 def load_chats(path: Path) -> list[SeedChat]:
     """Every seed line as a SeedChat; InputError naming file:line on a line that is no chat."""
     chats = []
-    for lineno, rec in enumerate(read_jsonl(path), 1):
+    for lineno, line, _ in jsonl_lines(path):  # real line numbers, blank lines counted
+        rec = parse_jsonl_line(path, lineno, line)
         msgs = rec.get("messages") if isinstance(rec, dict) else None
         if not isinstance(msgs, list) or not msgs:
             raise InputError(f'{path}:{lineno}: expected {{"messages": [...]}} (chat format)')

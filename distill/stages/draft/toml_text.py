@@ -61,6 +61,7 @@ def rule_text(d: DraftRule) -> str:
             ("must_match", r.must_match),
             ("must_not_match", r.must_not_match),
             ("first_sentence_must_match", r.first_sentence_must_match),
+            ("rubric", r.rubric),
         )
         if v
     )

@@ -57,6 +57,12 @@ class GenerateOptions:
         f"{HOSTED_TEACHER} when OPENAI_API_KEY is set, else the embedded {DEFAULT_TEACHER}).",
     )
     base_url: str | None = knob(None, "Any OpenAI-compatible server (vLLM, LM Studio, ...).")
+    judge: str | None = knob(
+        None,
+        "Model that judges the style spec's rubric rules (sentences, not regexes); a failed "
+        "one is re-asked like a failed regex (default: the teacher, unless it is a local "
+        "model; 'none' skips them, and says so).",
+    )
     name: str | None = knob(
         None, "Run name under outputs/ (default: the seeds' stem).", record=False
     )

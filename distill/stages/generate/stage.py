@@ -15,6 +15,7 @@ from distill.backends.base import Backend
 from distill.calls import CallLog
 from distill.errors import BackendError, BudgetExceeded, DistillError, RunError, UsageError
 from distill.knobs import recorded
+from distill.rubric import RubricJudge, skipped_line, unusable
 from distill.runs import Run, sha256_file
 from distill.stages.generate.answer import Answer
 from distill.stages.generate.axes import plan_axes
@@ -41,6 +42,7 @@ class GenerateResult:
     progress: Progress
     elapsed_s: float
     faults: dict[str, int]
+    rubric_note: str | None = None  # who judged the rubric rules, or why no one did
 
 
 class NothingAccepted(DistillError):
@@ -91,9 +93,31 @@ def generate(
             plan = make_plan(axes, most, opts.seed)
             run.update_manifest(axes={**axes.model_dump(), "source": source})
         run.update_manifest(plan=[p.to_dict() for p in plan[: opts.n]])
-        return _write_plan(run, opts, spec, seeds, plan, teacher, calls, on_progress, prompts)
+        rubric, note = _rubric_judge(opts, spec, teacher, calls)
+        result = _write_plan(
+            run, opts, spec, seeds, plan, teacher, calls, on_progress, prompts, rubric
+        )
+        result.rubric_note = note
+        return result
     finally:
         calls.close()
+
+
+def _rubric_judge(
+    opts: GenerateOptions, spec: StyleSpec, teacher: Backend, calls: CallLog
+) -> tuple[RubricJudge | None, str | None]:
+    """The judge of the spec's rubric rules and a line on who judges them (or why no one)."""
+    if not spec.rubrics:
+        return None, None
+    judge = opts.judge or str(teacher.ref)
+    if judge.strip().lower() in ("none", "off"):
+        return None, skipped_line(spec, "turned off with --judge none")
+    if (why := unusable(judge)) is not None:
+        return None, skipped_line(spec, why)
+    same = opts.judge is None or judge == opts.teacher or judge == str(teacher.ref)
+    backend = teacher if same else get_backend(judge, timeout=opts.timeout)
+    names = ", ".join(r.name for r in spec.rubrics)
+    return RubricJudge(spec, backend, calls, STAGE), f"rubric rules ({names}) judged by {judge}"
 
 
 def _write_plan(
@@ -106,6 +130,7 @@ def _write_plan(
     calls: CallLog,
     on_progress: Callable[[Progress], None] | None,
     prompts: list[CustomerPrompt] | None = None,
+    rubric: RubricJudge | None = None,
 ) -> GenerateResult:
     """Write chats at the plan's points, in order, until --n pass (see Worker.run)."""
     done = done_so_far(run)
@@ -118,7 +143,7 @@ def _write_plan(
         cost_usd=spent["cost_usd"],
     )
     budget = Budget(opts.max_budget, spent["cost_usd"], backend.price)
-    teacher = Teacher(backend, calls, budget, progress, opts.temperature)
+    teacher = Teacher(backend, calls, budget, progress, opts.temperature, rubric)
     pattern = reply_pattern(spec, seeds) if opts.is_local() else None
     types = ConversationTypes(spec, topic_check=bool(opts.topic_check), reply_pattern=pattern)
     reasks = opts.max_reasks
@@ -139,6 +164,8 @@ def _write_plan(
             await worker.run(chat.write, todo, opts.concurrency or LOCAL_BATCH)
         finally:
             await close_backend(backend)
+            if rubric is not None and rubric.backend is not backend:
+                await close_backend(rubric.backend)
 
     run.record_stage(STAGE, "running", planned=progress.planned, teacher=str(backend.ref))
     if on_progress:
