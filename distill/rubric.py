@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill.backends.base import Backend, InvalidOutput, Usage, cached_chat
 from distill.calls import CallLog
+from distill.errors import InputError
 from distill.models import parse_model
 from distill.style import Rule, StyleSpec
 
@@ -156,7 +157,10 @@ def judge_file(
     where: list[tuple[int, int]] = []
     replies: list[tuple[str, str]] = []
     for lineno, line, _ in jsonl_lines(path):
-        rec = parse_jsonl_line(path, lineno, line)
+        try:
+            rec = parse_jsonl_line(path, lineno, line)
+        except InputError:  # validate reports the line; there is no reply to judge
+            continue
         msgs = rec.get("messages") if isinstance(rec, dict) else None
         last_user = ""
         for i, m in enumerate(msgs if isinstance(msgs, list) else []):

@@ -63,12 +63,12 @@ def validate(
     else:
         _print_text(report)
     if style is not None and style.rubrics:
-        _judge_rubrics(file, style, judge, report.ok, err=fmt == "json")
+        _judge_rubrics(file, style, judge, err=fmt == "json")
     if not report.ok:
         ctx.exit(1)
 
 
-def _judge_rubrics(file: Path, style, judge: str | None, ok: bool, err: bool) -> None:  # noqa: ANN001
+def _judge_rubrics(file: Path, style, judge: str | None, err: bool) -> None:  # noqa: ANN001
     """Rubric rules, judged by `judge`, or one line saying why they were not."""
     from distill import runs
     from distill.rubric import judge_file, skipped_line, unusable
@@ -76,8 +76,6 @@ def _judge_rubrics(file: Path, style, judge: str | None, ok: bool, err: bool) ->
     why = unusable(judge)
     if why is None and str(file) == "-":
         why = "stdin is read once; judge a file"
-    if why is None and not ok:
-        why = "the file has errors; fix them first"
     if why is not None:
         click.echo(skipped_line(style, why), err=err)
         return
