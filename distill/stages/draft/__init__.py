@@ -101,7 +101,8 @@ def _text(seeds: Path, stem: str, m: Measured, p: Proposal, rules: list[DraftRul
         f"Drafted by `distill init` from {seeds.name} on {date.today()}, for you to edit.\n"
         'Each part says how it was found: "measured" from the seeds, or "proposed by" a model.\n'
         f"Check it on your seeds with: distill validate {seeds} --style "
-        f"{spec_path_for(seeds)}"
+        f"{spec_path_for(seeds)}\n"
+        'A rule may also be a sentence a judge model rules on: rubric = "offers a next step".'
     )
     prompt_origin = f"system prompt: {m.system_prompt_source}"
     prompt = m.system_prompt
