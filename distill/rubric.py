@@ -191,3 +191,42 @@ def judge_file(
         sum(r.usage.cost_usd for r in rulings if not r.cached),
         sum(r.cached for r in rulings),
     )
+
+
+@dataclass
+class RulePassRate:
+    """One rubric rule on the held-out set: pass rates with bootstrap 95% intervals."""
+
+    rule: str
+    judge: str
+    student: Any  # distill.stages.metrics.Estimate
+    base: Any
+    gain: Any  # paired: student - base, per item
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "judge": self.judge,
+            **{k: getattr(self, k).to_dict() for k in ("student", "base", "gain")},
+        }
+
+
+def pass_rates(
+    judge: RubricJudge, items: list[tuple[str, str, str]], concurrency: int = 8
+) -> list[RulePassRate]:
+    """Per rubric rule, how often the student's and the base's replies pass, for eval:
+    `items` are (customer message, student reply, base reply) on the same held-out prompts."""
+    from distill.stages.metrics import bootstrap
+
+    pairs = [(s, c) for c, s, _ in items] + [(b, c) for c, _, b in items]
+    rulings = judge.judge_all(pairs, concurrency)
+    student, base = rulings[: len(items)], rulings[len(items) :]
+    out = []
+    for rule in judge.spec.rubrics:
+        s = [float(rule.name not in r.failed) for r in student]
+        b = [float(rule.name not in r.failed) for r in base]
+        gain = [x - y for x, y in zip(s, b, strict=True)]
+        out.append(
+            RulePassRate(rule.name, judge.model, bootstrap(s), bootstrap(b), bootstrap(gain))
+        )
+    return out

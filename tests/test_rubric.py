@@ -166,3 +166,26 @@ def test_validate_judges_every_reply_and_lists_the_failures_by_line(shop, tmp_pa
     assert res.output.count(": rubric: ") == 1
     assert "rubric rules judged by openai:gpt-4o-mini: names-a-time 9/10 replies pass" in res.output
     assert "10 of 10 from calls.sqlite" in again.output
+
+
+def test_pass_rates_per_rule_compare_student_and_base_with_intervals(tmp_path, shop):
+    from distill.calls import CallLog
+    from distill.rubric import RubricJudge, pass_rates
+
+    def answer(messages):
+        ok = "by 5pm today" in messages[-1]["content"]
+        return verdict(ok, "gives a time" if ok else "no time given")
+
+    spec = StyleSpec.load(shop.with_name("shop.style.toml"))
+    calls = CallLog(tmp_path / "calls.sqlite")
+    judge = RubricJudge(spec, FakeBackend(default=answer, name="judge"), calls, "eval")
+    items = [
+        (f"Where is GL-{i}?", REPLY_OK + f" Ref {i}.", REPLY_VAGUE + f" Ref {i}.") for i in range(6)
+    ]
+    items[0] = (items[0][0], REPLY_VAGUE, REPLY_VAGUE)
+    (rate,) = pass_rates(judge, items)
+    calls.close()
+    assert rate.rule == "names-a-time" and rate.judge == "fake:judge"
+    assert rate.student.mean == pytest.approx(5 / 6) and rate.base.mean == 0.0
+    assert rate.gain.lo > 0 and rate.gain.n == 6
+    assert rate.to_dict()["student"]["n"] == 6
