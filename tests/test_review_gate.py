@@ -17,6 +17,7 @@ from distill.cli import cli
 from distill.records import Example
 from distill.runs import Run, atomic_write_json, atomic_write_jsonl, read_jsonl
 from distill.stages import review as rv
+from distill.stages import review_gate
 from distill.stages.pipeline import STAGES, fingerprint
 
 KEY = "sk-test-gate-0123456789"
@@ -169,7 +170,7 @@ def test_a_kill_between_the_ids_and_the_lines_is_completed_next_time(split_run):
     # example, train.jsonl still with it
     kept = [r for r in read_jsonl(run.file("train_ids.jsonl")) if r["id"] != train_ids[5]]
     atomic_write_jsonl(run.file("train_ids.jsonl"), kept)
-    gate = rv.apply_review_gate(run)
+    gate = review_gate.apply_review_gate(run)
     assert gate is not None and gate.changed
     originals = by_id()
     assert lines(run, "train") == [originals[i]["messages"] for i in ids(run, "train")]

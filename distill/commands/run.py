@@ -107,7 +107,7 @@ def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
     from distill import runs
     from distill.errors import DistillError, InputError
     from distill.stages.pipeline import pick_student, run_pipeline
-    from distill.stages.review import pending_review_line
+    from distill.stages.review_gate import pending_review_line
 
     if not seeds.exists():
         raise InputError(f"{seeds}: seeds file not found; pass --seeds PATH to a chat JSONL")

@@ -53,7 +53,7 @@ def status(run_dir, fmt: str) -> None:
 def _pending_review(run: Run) -> str | None:
     """Review decisions train.jsonl does not follow yet (or why that cannot be told)."""
     from distill.errors import DistillError
-    from distill.stages.review import pending_review_line
+    from distill.stages.review_gate import pending_review_line
 
     try:
         return pending_review_line(run)

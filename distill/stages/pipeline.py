@@ -145,7 +145,7 @@ def train_student(
             f"cannot fine-tune {student!r}: use a hosted model (gpt-4o-mini) or local:NAME|PATH"
         )
     if not (opts.get("attach") or opts.get("cancel")):  # these act on a job, not on data
-        from distill.stages.review import apply_review_gate
+        from distill.stages.review_gate import apply_review_gate
 
         gate = apply_review_gate(run, require_review=require_review)
         if gate is not None and (gate.changed or gate.returned):
