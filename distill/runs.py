@@ -173,7 +173,7 @@ def sha256_text(text: str) -> str:
 
 
 class Run:
-    """One run folder under outputs/: manifest.json plus the stage files DESIGN.md lists."""
+    """One run folder under outputs/: manifest.json plus the stage files (README: the run folder)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
