@@ -116,7 +116,7 @@ def loss_gap(log_path: Path) -> dict[str, Any] | None:
     None when the log has no eval loss after training began. Also the best eval loss, to
     show a rise after it, and the eval loss measured before training (the base's), if any."""
     train_loss: float | None = None
-    final: dict[str, Any] | None = None
+    final: tuple[float, float, float] | None = None
     best: float | None = None
     before: float | None = None
     try:
@@ -139,13 +139,25 @@ def loss_gap(log_path: Path) -> dict[str, Any] | None:
             before = ev
             continue
         best = ev if best is None else min(best, ev)
-        final = {"train_loss": train_loss, "eval_loss": ev, "best_eval_loss": best}
+        final = (train_loss, ev, best)
+    return _gap(final, before, log_path)
+
+
+def _gap(
+    final: tuple[float, float, float] | None, before: float | None, source: Path
+) -> dict[str, Any] | None:
+    """The loss-gap record from the last (train, eval, best eval) losses of a log."""
     if final is None:
         return None
-    final["gap"] = final["eval_loss"] - final["train_loss"]
-    final["base_eval_loss"] = before
-    final["log"] = str(log_path)
-    return final
+    train_loss, eval_loss, best = final
+    return {
+        "train_loss": train_loss,
+        "eval_loss": eval_loss,
+        "best_eval_loss": best,
+        "gap": eval_loss - train_loss,
+        "base_eval_loss": before,
+        "log": str(source),
+    }
 
 
 def loss_gap_csv(csv_path: Path) -> dict[str, Any] | None:
@@ -166,7 +178,7 @@ def loss_gap_csv(csv_path: Path) -> dict[str, Any] | None:
         return v if math.isfinite(v) else None
 
     train_loss: float | None = None
-    final: dict[str, Any] | None = None
+    final: tuple[float, float, float] | None = None
     best: float | None = None
     for row in rows:
         train_loss = num(row, "train_loss") if num(row, "train_loss") is not None else train_loss
@@ -175,13 +187,8 @@ def loss_gap_csv(csv_path: Path) -> dict[str, Any] | None:
         if ev is None or train_loss is None:
             continue
         best = ev if best is None else min(best, ev)
-        final = {"train_loss": train_loss, "eval_loss": ev, "best_eval_loss": best}
-    if final is None:
-        return None
-    final["gap"] = final["eval_loss"] - final["train_loss"]
-    final["base_eval_loss"] = None
-    final["log"] = str(csv_path)
-    return final
+        final = (train_loss, ev, best)
+    return _gap(final, None, csv_path)
 
 
 def _finite(v: Any) -> bool:
