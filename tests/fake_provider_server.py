@@ -75,6 +75,7 @@ class FakeProviderServer(FakeOpenAIServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.finished_convos: Counter[str] = Counter()
+        self.shaped: list[dict[str, Any]] = []  # answered requests in OpenAI's shape
 
     def app(self) -> web.Application:
         app = super().app()
@@ -86,6 +87,8 @@ class FakeProviderServer(FakeOpenAIServer):
         self._answered(shaped)
         with self._lock:
             self.finished_convos[convo_key(shaped["messages"])] += 1
+            if self.keep_bodies:
+                self.shaped.append(shaped)
 
     async def _anthropic(self, request: web.Request) -> web.Response:
         body, early = await self._common(request)

@@ -93,8 +93,9 @@ class InstructorBackend(Backend):
         if not key and not self.base_url:
             first = self.key_env[0]
             raise BackendError(
-                f"{first} is not set; export {first}=... (the key from your {self.provider} "
-                "account; it is read from the environment and never written)"
+                f"{' or '.join(self.key_env)} is not set; export {first}=... (your "
+                f"{self.provider} API key; read from the environment, never written), or pass "
+                "--base-url for a server that needs none"
             )
         self._key = key or None
         self.timeout = timeout
