@@ -115,7 +115,7 @@ class RubricJudge:
                 failed.append(name)
         return Judged(problems, failed, got.usage, got.cached)
 
-    def judge_all(self, replies: list[tuple[str, str]], concurrency: int = 8) -> list[Judged]:
+    async def judge_each(self, replies: list[tuple[str, str]], concurrency: int) -> list[Judged]:
         """(reply, customer message) pairs, judged `concurrency` at a time, in order."""
         gate = asyncio.Semaphore(concurrency)
 
@@ -123,11 +123,16 @@ class RubricJudge:
             async with gate:
                 return await self.judge(reply, context)
 
+        return list(await asyncio.gather(*(one(r, c) for r, c in replies)))
+
+    def judge_all(self, replies: list[tuple[str, str]], concurrency: int = 8) -> list[Judged]:
+        """judge_each in its own event loop, closing the judge's backend after."""
+
         async def every() -> list[Judged]:
             from distill.backends import close_backend
 
             try:
-                return list(await asyncio.gather(*(one(r, c) for r, c in replies)))
+                return await self.judge_each(replies, concurrency)
             finally:
                 await close_backend(self.backend)
 
@@ -211,7 +216,7 @@ class RulePassRate:
         }
 
 
-def pass_rates(
+async def pass_rates(
     judge: RubricJudge, items: list[tuple[str, str, str]], concurrency: int = 8
 ) -> list[RulePassRate]:
     """Per rubric rule, how often the student's and the base's replies pass, for eval:
@@ -219,7 +224,7 @@ def pass_rates(
     from distill.stages.metrics import bootstrap
 
     pairs = [(s, c) for c, s, _ in items] + [(b, c) for c, _, b in items]
-    rulings = judge.judge_all(pairs, concurrency)
+    rulings = await judge.judge_each(pairs, concurrency)
     student, base = rulings[: len(items)], rulings[len(items) :]
     out = []
     for rule in judge.spec.rubrics:
@@ -230,3 +235,23 @@ def pass_rates(
             RulePassRate(rule.name, judge.model, bootstrap(s), bootstrap(b), bootstrap(gain))
         )
     return out
+
+
+async def eval_section(
+    spec: StyleSpec | None,
+    judge: Backend | None,
+    why_not: str | None,
+    calls: CallLog,
+    stage: str,
+    items: list[tuple[str, str, str]],
+    concurrency: int,
+) -> dict[str, Any] | None:
+    """eval's report on rubric rules: per rule pass rates judged by `judge`, or the one line
+    that says why they were not judged; None when the spec has no rubric rules."""
+    if spec is None or not spec.rubrics:
+        return None
+    why = why_not or (unusable(str(judge.ref)) if judge else "no judge configured")
+    if judge is None or why:
+        return {"skipped": skipped_line(spec, why or "no judge configured")}
+    rates = await pass_rates(RubricJudge(spec, judge, calls, stage), items, concurrency)
+    return {"judge": str(judge.ref), "rules": [r.to_dict() for r in rates]}

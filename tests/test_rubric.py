@@ -4,10 +4,12 @@ capable judge is configured."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+import test_eval
 from click.testing import CliRunner
 
 from distill.backends import FakeBackend
@@ -183,9 +185,56 @@ def test_pass_rates_per_rule_compare_student_and_base_with_intervals(tmp_path, s
         (f"Where is GL-{i}?", REPLY_OK + f" Ref {i}.", REPLY_VAGUE + f" Ref {i}.") for i in range(6)
     ]
     items[0] = (items[0][0], REPLY_VAGUE, REPLY_VAGUE)
-    (rate,) = pass_rates(judge, items)
+    (rate,) = asyncio.run(pass_rates(judge, items))
     calls.close()
     assert rate.rule == "names-a-time" and rate.judge == "fake:judge"
     assert rate.student.mean == pytest.approx(5 / 6) and rate.base.mean == 0.0
     assert rate.gain.lo > 0 and rate.gain.n == 6
     assert rate.to_dict()["student"]["n"] == 6
+
+
+eval_run = test_eval.eval_run  # the fixture: four held-out examples, student, base, probe
+
+
+def test_eval_reports_each_rubric_rule_for_student_and_base_or_says_it_was_skipped(
+    eval_run, tmp_path, capsys
+):
+    from test_eval import fakes, judging
+
+    import distill.stages.evaluate as ev
+
+    path = tmp_path / "eval.style.toml"
+    path.write_text(spec_text())
+    spec = StyleSpec.load(path)
+
+    def judge(messages):
+        if not is_judge(messages):
+            return judging(messages)  # the win-rate judge's pairs
+        reply = messages[-1]["content"].split('"""')[1]
+        ok = "today" in reply
+        return verdict(ok, "says today" if ok else "no time given")
+
+    backends = {**fakes(), "fake:judge": FakeBackend(default=judge, name="judge")}
+    report = ev.evaluate(
+        eval_run,
+        judge="fake:judge",
+        backends=backends,
+        embedder=None,
+        probe_path=eval_run.probe,
+        style=spec,
+    )
+    (rule,) = report["rubric"]["rules"]
+    assert rule["rule"] == "names-a-time" and rule["judge"] == "fake:judge"
+    # "today" is in the student's ex1 and ex2 replies, in none of the base's
+    assert rule["student"]["mean"] == 0.5 and rule["base"]["mean"] == 0.0
+    assert rule["gain"]["mean"] == 0.5 and rule["gain"]["n"] == 4
+    assert rule["gain"]["lo"] <= 0.5 <= rule["gain"]["hi"]
+    from distill.commands.evaluate import print_summary
+
+    print_summary(report)
+    assert "rubric names-a-time (judged by fake:judge): student 50% (CI" in capsys.readouterr().out
+
+    none = ev.evaluate(
+        eval_run, backends=fakes(), embedder=None, probe_path=eval_run.probe, style=spec
+    )
+    assert none["rubric"]["skipped"].startswith("1 rubric rule(s) not judged (names-a-time): ")

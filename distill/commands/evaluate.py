@@ -110,6 +110,18 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
+    rubric = report.get("rubric")
+    if rubric and "skipped" in rubric:
+        console.print(Text(rubric["skipped"]), soft_wrap=True)
+    for r in (rubric or {}).get("rules", []):
+        console.print(
+            Text(
+                f"rubric {r['rule']} (judged by {r['judge']}): student "
+                f"{estimate_text(r['student'], True)}, base {estimate_text(r['base'], True)}, "
+                f"student - base {estimate_text(r['gain'], True, diff=True)}"
+            ),
+            soft_wrap=True,
+        )
     head = report["headline"]
     style = {"worked": "bold green", "did-not-work": "bold red"}.get(head["outcome"], "bold yellow")
     console.print(Text(head["text"], style=style), soft_wrap=True)

@@ -47,6 +47,7 @@ from distill.evaluation.verdict import (  # noqa: F401 - re-exported
     verdict_line,
 )
 from distill.models import parse_model
+from distill.rubric import eval_section
 from distill.runs import (
     Run,
     atomic_write_json,
@@ -197,11 +198,19 @@ def evaluate(
     calls = CallLog(run.file("calls.sqlite"))
     injected = set(backends or {})
 
-    async def ask_then_close() -> Answers:
+    async def ask_then_close() -> tuple[Answers, dict[str, Any] | None]:
         try:
-            return await _ask_all(
+            got = await _ask_all(
                 items, probe, student_b, base_b, judge_b, spec, calls, concurrency, progress
             )
+            both = [
+                (_customer(it.context), s.text, b.text)
+                for it, s, b in zip(items, got.student, got.base, strict=True)
+                if s.text is not None and b.text is not None
+            ]
+            why_not = None if judge_b else (plan.judge_skipped or "no judge").split(";")[0]
+            rubric = await eval_section(spec, judge_b, why_not, calls, STAGE, both, concurrency)
+            return got, rubric
         finally:
             for name, b in made.items():
                 close = getattr(b, "aclose", None)
@@ -209,7 +218,7 @@ def evaluate(
                     await close()
 
     try:
-        answers = asyncio.run(ask_then_close())
+        answers, rubric = asyncio.run(ask_then_close())
         usage = calls.totals(STAGE)
     finally:
         calls.close()
@@ -222,6 +231,8 @@ def evaluate(
         run, plan, spec, items, probe, answers, embed, embed_reason, skipped=skipped
     )
     report["usage"] = usage
+    if rubric is not None:
+        report["rubric"] = rubric  # rubric rules: pass rates per rule, or why not judged
     out = run.path / "eval" / student_slug(run, plan.student)
     atomic_write_jsonl(out / "results.jsonl", results)
     atomic_write_json(out / "report.json", report)
@@ -251,6 +262,10 @@ def evaluate(
         }
     )
     return report
+
+
+def _customer(context: list[dict[str, Any]]) -> str:
+    return next((str(m["content"]) for m in reversed(context) if m["role"] == "user"), "")
 
 
 def _default_factory(base_url: str | None) -> BackendFactory:
