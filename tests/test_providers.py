@@ -389,3 +389,11 @@ def test_instructor_is_a_dependency_only_because_distill_imports_it():
     for extra in ("anthropic", "google"):  # each provider SDK is an extra, and dev has it
         for pin in extras[extra]:
             assert pin in extras["dev"], pin
+
+
+@pytest.mark.parametrize("teacher", MODELS.values())
+def test_after_a_claude_or_gemini_teacher_the_student_is_the_local_model(teacher):
+    from distill.stages.pipeline import pick_student
+
+    student, why = pick_student(teacher)
+    assert student == "local:smollm2-135m" and "only OpenAI's" in why

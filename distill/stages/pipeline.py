@@ -119,6 +119,8 @@ def pick_student(teacher: str | None, base_url: str | None = None) -> tuple[str,
         return HOSTED_STUDENT, f"the teacher {teacher} is hosted by OpenAI"
     if ref.provider == "openai":
         return LOCAL_STUDENT, f"the teacher {teacher} is served by {base_url}, not OpenAI"
+    if ref.provider in ("anthropic", "google"):
+        return LOCAL_STUDENT, f"the teacher {teacher} cannot be fine-tuned here, only OpenAI's"
     return LOCAL_STUDENT, f"the teacher {teacher} runs locally"
 
 
