@@ -200,7 +200,7 @@ def test_retry_after_is_honoured(provider):
         t0 = time.perf_counter()
         r = asyncio.run(main())
         assert time.perf_counter() - t0 >= 0.8
-    assert r.value.order == "GL-1" and server.counts["requests"] == 2
+    assert r.value == Order(order="GL-1") and server.counts["requests"] == 2
     assert b.faults == {"429": 1}
 
 
