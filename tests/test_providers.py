@@ -397,3 +397,81 @@ def test_after_a_claude_or_gemini_teacher_the_student_is_the_local_model(teacher
 
     student, why = pick_student(teacher)
     assert student == "local:smollm2-135m" and "only OpenAI's" in why
+
+
+def _serve(handler):
+    """A FakeProviderServer whose Messages and generateContent routes are `handler`."""
+    from aiohttp import web
+
+    server = FakeProviderServer()
+
+    def app():
+        a = web.Application()
+        a.router.add_post("/v1/messages", handler)
+        a.router.add_post("/{version}/models/{model}:generateContent", handler)
+        return a
+
+    server.app = app  # type: ignore[method-assign]
+    return server
+
+
+def _chat_once(provider, url, **kw):
+    b = get_backend(MODELS[provider], base_url=url, api_key=SECRET)
+
+    async def main():
+        try:
+            return await b.chat([{"role": "user", "content": "hi"}], **kw)
+        finally:
+            await b.aclose()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "provider, status, hint",
+    [("anthropic", 401, "check ANTHROPIC_API_KEY"), ("google", 403, "check GOOGLE_API_KEY")],
+)
+def test_a_rejected_key_is_one_line_naming_the_variable(provider, status, hint):
+    from aiohttp import web
+
+    async def refuse(request):
+        body = {"error": {"code": status, "message": "invalid x-api-key", "status": "DENIED"}}
+        if provider == "anthropic":
+            body = {"type": "error", "error": {"type": "auth", "message": "invalid x-api-key"}}
+        return web.json_response(body, status=status)
+
+    with _serve(refuse) as server, pytest.raises(BackendError) as e:
+        _chat_once(provider, server.root)
+    line = str(e.value)
+    assert "\n" not in line and hint in line and "invalid x-api-key" in line
+    assert SECRET not in line
+
+
+def test_an_answer_cut_at_the_token_limit_says_so():
+    from aiohttp import web
+
+    async def cut(request):
+        body = await request.json()
+        return web.json_response(
+            {
+                "id": "m",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": [
+                    {"type": "tool_use", "id": "t", "name": "Verdict", "input": {"reason": "A"}}
+                ],
+                "stop_reason": "max_tokens",
+                "usage": {"input_tokens": 5, "output_tokens": 16},
+            }
+        )
+
+    class Verdict(BaseModel):
+        reason: str
+        winner: str
+
+    from distill.backends import InvalidOutput
+
+    with _serve(cut) as server, pytest.raises(InvalidOutput) as e:
+        _chat_once("anthropic", server.root, response_model=Verdict, max_tokens=16, max_retries=0)
+    assert "cut at 16 tokens" in str(e.value) and e.value.usage.completion_tokens == 16
