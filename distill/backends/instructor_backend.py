@@ -190,7 +190,8 @@ class InstructorBackend(Backend):
                 if retry is None:
                     raise BackendError(self.client_error(cause)) from None
                 self._count(retry.kind)
-                last = retry.kind if retry.kind != "connect" else "cannot connect"
+                last = {"connect": "cannot connect"}.get(retry.kind, retry.kind)
+                last = f"HTTP {last}" if last.isdigit() else last
                 if n < self.max_http_retries:
                     await asyncio.sleep(backoff_s(n, self.backoff_base, retry.retry_after))
                 continue
