@@ -53,10 +53,15 @@ class GenerateOptions:
     )
     teacher: str | None = knob(
         None,
-        "openai:MODEL (or a bare gpt-* name), ollama:MODEL, local:NAME|PATH (default: "
+        "openai:MODEL (or a bare gpt-* name), ollama:MODEL, anthropic:MODEL, google:MODEL, "
+        "local:NAME|PATH (default: "
         f"{HOSTED_TEACHER} when OPENAI_API_KEY is set, else the embedded {DEFAULT_TEACHER}).",
     )
-    base_url: str | None = knob(None, "Any OpenAI-compatible server (vLLM, LM Studio, ...).")
+    base_url: str | None = knob(
+        None,
+        "The teacher's server: any OpenAI-compatible one (vLLM, LM Studio, ...), or a proxy "
+        "for anthropic: or google:.",
+    )
     judge: str | None = knob(
         None,
         "Model that judges the style spec's rubric rules (sentences, not regexes); a failed "
