@@ -72,7 +72,7 @@ def main() -> None:
 
     run = work / "outputs" / "evidence"
     manifest = json.loads((run / "manifest.json").read_text())
-    report = json.loads(Path(manifest["stages"]["eval"]["report"]).read_text())
+    report = json.loads((work / manifest["stages"]["eval"]["report"]).read_text())
     split = json.loads((run / "split_report.json").read_text())["counts"]
     m = report["metrics"]
     st, pr = m["style"], m["probe"]

@@ -326,7 +326,10 @@ def test_every_metric_matches_the_hand_computed_value(eval_run):
     assert report["verdict"].startswith("student passes style 75% vs base 25% (+50 pts, CI ")
     assert "judge prefers student 50%" in report["verdict"]
     assert "eval loss rose after its best epoch" in report["verdict"]
-    assert "probe 50% vs base 100% (drop +50 pts, CI +0..+100, not conclusive)" in report["verdict"]
+    assert (
+        "probe 50% vs base 100% (drop +50 pts, CI +0..+100, not conclusive: too few probe items)"
+        in report["verdict"]
+    )
 
     # both models saw the short system prompt only, and the same context
     sent = backends["fake:student"].requests[0]
@@ -588,3 +591,19 @@ def test_report_renders_with_charts_in_headless_chromium(eval_run, tmp_path):
     assert count((0xB5, 0x48, 0x3B), charts) > 1000
     # the page is not blank above the charts either: the verdict box is drawn
     assert count((0xEE, 0xF6, 0xF0), top) > 10000
+
+
+def test_verdict_reads_a_narrow_probe_interval_around_zero_as_no_forgetting():
+    from distill.evaluation.verdict import verdict_line
+
+    def report(lo: float, hi: float) -> dict:
+        drop = {"mean": 0.013, "lo": lo, "hi": hi}
+        probe = {"student": {"mean": 0.23}, "base": {"mean": 0.24}, "drop": drop}
+        skipped = {"skipped": "not in this test"}
+        metrics = {"probe": probe, "style": skipped, "win_rate": skipped, "copying": skipped}
+        return {"metrics": {**metrics, "loss": skipped}}
+
+    assert "no forgetting detected (probe 23% vs base 24%, drop +1 pts" in verdict_line(
+        report(-0.026, 0.054)
+    )
+    assert "not conclusive" in verdict_line(report(-0.10, 0.15))

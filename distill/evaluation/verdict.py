@@ -42,8 +42,10 @@ def verdict_line(report: dict[str, Any]) -> str:
         probe = f"probe {_pct(pr['student']['mean'])} vs base {_pct(pr['base']['mean'])}"
         if drop["lo"] > 0:
             parts.append(f"forgetting: {probe} (drop {_pts(drop)})")
+        elif drop["hi"] - drop["lo"] <= 0.10:  # a +-5-point interval that includes 0
+            parts.append(f"no forgetting detected ({probe}, drop {_pts(drop)})")
         elif drop["mean"] > 0:
-            parts.append(f"{probe} (drop {_pts(drop)}, not conclusive)")
+            parts.append(f"{probe} (drop {_pts(drop)}, not conclusive: too few probe items)")
         else:
             parts.append(f"no forgetting detected ({probe})")
     cp = m.get("copying", {})
