@@ -50,6 +50,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """A manifest as JSON with one top-level key per line. Written after every stage event,
+    it can hold a plan of thousands of points: indent=2 would take json's pure-Python encoder
+    (8x slower), which cost generate ~0.1 ms per call."""
+    items = [
+        f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False, default=str)}"
+        for k, v in manifest.items()
+    ]
+    return "{\n" + ",\n".join(items) + "\n}\n"
+
+
 def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write a whole JSONL file atomically; returns the number of lines."""
     n = 0
@@ -262,7 +273,7 @@ class Run:
             else:
                 m[k] = v
         m["updated"] = _now()
-        atomic_write_json(self.manifest_path, m)
+        atomic_write_text(self.manifest_path, manifest_text(m))
         return m
 
     def record_stage(self, stage: str, status: str, **info: Any) -> None:
@@ -271,7 +282,7 @@ class Run:
         entry = {**m.get("stages", {}).get(stage, {}), **info, "status": status, "at": _now()}
         m.setdefault("stages", {})[stage] = entry
         m["updated"] = _now()
-        atomic_write_json(self.manifest_path, m)
+        atomic_write_text(self.manifest_path, manifest_text(m))
 
     def stage(self, stage: str) -> dict[str, Any]:
         return self.manifest.get("stages", {}).get(stage, {})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import string
 from functools import cache
 from importlib import resources
@@ -44,7 +43,7 @@ def reply_reask(error: str) -> str:
 
 
 def format_examples(examples: list[Seed]) -> str:
-    return "\n".join(json.dumps({"exchanges": s.exchanges}, ensure_ascii=False) for s in examples)
+    return "\n".join(s.shown for s in examples)
 
 
 def about(spec: StyleSpec) -> str:

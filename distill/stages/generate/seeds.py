@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 
 from distill.errors import InputError
@@ -14,6 +16,11 @@ from distill.stages.generate.plan import PlanPoint, topic_keys
 class Seed:
     exchanges: list[dict[str, str]]
     text: str
+
+    @cached_property
+    def shown(self) -> str:
+        """The seed as the teacher sees it (serialised once, shown in many requests)."""
+        return json.dumps({"exchanges": self.exchanges}, ensure_ascii=False)
 
 
 def load_seeds(path: Path) -> list[Seed]:
@@ -41,12 +48,18 @@ def load_seeds(path: Path) -> list[Seed]:
     return seeds
 
 
+@cache
+def _topic_scores(texts: tuple[str, ...], topic: str) -> list[int]:
+    """How often each seed names the topic's word stems (once per topic, not per request)."""
+    keys = topic_keys(topic)
+    return [sum(t.lower().count(key) for key in keys) for t in texts]
+
+
 def pick_examples(seeds: list[Seed], point: PlanPoint, k: int) -> list[Seed]:
     """The seed closest to the point's topic first, then others rotating with the index."""
     if k <= 0:
         return []
-    keys = topic_keys(point.topic)
-    scores = [sum(s.text.lower().count(key) for key in keys) for s in seeds]
+    scores = _topic_scores(tuple(s.text for s in seeds), point.topic)
     order = sorted(
         range(len(seeds)), key=lambda i: (-scores[i], (i - point.plan_index) % len(seeds))
     )

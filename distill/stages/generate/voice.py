@@ -115,10 +115,18 @@ def conversation_problems(
     return problems
 
 
+@cache
+def _seed_words(text: str) -> frozenset[str]:
+    """A seed message's words, computed once per message (every request shows a few seeds)."""
+    return frozenset(words(text))
+
+
 def copied_example(value: Any, examples: list[Seed], threshold: float = 0.7) -> str | None:
     """A problem message when a turn (nearly) copies a shown example: 70 % or more of its
     words shared (Jaccard) with a message of the example."""
-    shown = [words(p[k]) for s in examples for p in s.exchanges for k in ("user", "assistant")]
+    shown = [
+        _seed_words(p[k]) for s in examples for p in s.exchanges for k in ("user", "assistant")
+    ]
     for i, ex in enumerate(value.exchanges, 1):
         for text in (ex.user, ex.assistant):
             mine = words(text)
