@@ -32,7 +32,7 @@ async def cached_chat(
         **opts,
     }
     model = str(backend.ref)
-    key = request_key(model, request)
+    key = request_key(backend.identity(), request)
     hit = calls.get(key)
     if hit is not None:
         resp = hit.response

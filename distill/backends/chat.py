@@ -36,6 +36,11 @@ class Backend:
         self.ref = ref
         self.price = price if price is not None else price_of(ref)  # None: unknown
 
+    def identity(self) -> str:
+        """What calls.sqlite keys this model's calls by: the model string, unless the same
+        string can name different weights (a local folder retrained in place)."""
+        return str(self.ref)
+
     async def complete(self, messages: list[dict[str, Any]], call: Call) -> tuple[str, Usage]:
         """The model's text for `messages` and what it took."""
         raise NotImplementedError

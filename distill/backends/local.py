@@ -10,6 +10,7 @@ calls are batched: one worker thread runs `generate()` on up to `batch_size` pro
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -147,6 +148,21 @@ class LocalBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- model and grammar, in the worker thread ------------------------------------------
+    def identity(self) -> str:
+        """A folder (a trained adapter, a merged model) is retrained in place under the same
+        path: its weight files' names, sizes and times are part of the cache key, so eval never
+        replays the previous student's answers as the new one's."""
+        folder = Path(self.ref.name).expanduser()
+        if not folder.is_dir():
+            return str(self.ref)
+        files = sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.iterdir()
+            if p.suffix in (".safetensors", ".bin", ".json", ".gguf") and p.is_file()
+        )
+        digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+        return f"{self.ref}@{digest}"
+
     def _ensure_loaded(self) -> None:
         with self._load_lock:
             if self._model is None:
