@@ -134,7 +134,9 @@ def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
     def invoke(stage: str, opts: dict[str, Any]) -> None:
         STAGE_RUNNERS[stage](run_dir, dict(opts))
 
-    extra = {"generate": [gen["seeds"], gen["style"]]}
+    extra = {
+        "generate": [gen["seeds"], gen["style"], *([gen["prompts"]] if gen["prompts"] else [])]
+    }
     result = run_pipeline(invoke, lambda: runs.Run.open(run_dir), options, extra, say)
     report = next(iter(sorted(result.path.glob("eval/*/report.html"))), None)
     click.echo(f"Done: {result.path}")
