@@ -351,13 +351,14 @@ class FakeOpenAIServer:
         )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(server_class: type[FakeOpenAIServer] | None = None, doc: str | None = None) -> None:
+    """Serve until killed, printing `PORT n` (subprocess tests and benchmarks read it)."""
+    ap = argparse.ArgumentParser(description=(doc or __doc__).splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--responder", choices=sorted(RESPONDERS), default="default")
     args = ap.parse_args()
-    server = FakeOpenAIServer(
+    server = (server_class or FakeOpenAIServer)(
         RESPONDERS[args.responder], latency=args.latency, port=args.port, keep_bodies=False
     )
 

@@ -19,16 +19,14 @@ Run it as a process for benchmarks: `python tests/fake_provider_server.py --late
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import hashlib
 import json
-import sys
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
-from fake_openai_server import RESPONDERS, FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import main as serve_main
 
 
 def convo_key(messages: list[dict[str, Any]]) -> str:
@@ -176,26 +174,5 @@ class FakeProviderServer(FakeOpenAIServer):
         )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--latency", type=float, default=0.0)
-    ap.add_argument("--responder", choices=sorted(RESPONDERS), default="default")
-    args = ap.parse_args()
-    server = FakeProviderServer(
-        RESPONDERS[args.responder], latency=args.latency, port=args.port, keep_bodies=False
-    )
-
-    async def serve() -> None:
-        await server.start_async()
-        print(f"PORT {server.port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        sys.exit(0)
-
-
 if __name__ == "__main__":
-    main()
+    serve_main(FakeProviderServer, __doc__)
