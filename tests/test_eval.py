@@ -510,6 +510,12 @@ def test_cli_prints_the_summary_and_verdict(eval_run, monkeypatch):
     assert "similarity skipped: not in this test" in r.output
     assert "report.html" in r.output
     assert eval_run.stage("eval")["examples"] == 2
+    # 2 held-out examples cannot show a result: a warning first, then a headline that says so
+    out = " ".join(r.output.split())
+    assert "warning: 2 held-out example(s): too few to conclude" in out
+    assert "Cannot tell whether distillation worked: 2 held-out examples: too few" in out
+    assert "--eval-size 30" in out
+    assert eval_run.stage("eval")["outcome"] == "cannot-tell"
 
 
 def test_cli_missing_inputs_say_which_command_to_run(make_run):

@@ -54,7 +54,12 @@ def eval_(run_dir, **opts: Any) -> None:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = evaluate(run, progress=progress, **opts)
+        report = evaluate(
+            run,
+            progress=progress,
+            warn=lambda line: bar.console.print(line, style="yellow", markup=False),
+            **opts,
+        )
     print_summary(report)
 
 

@@ -244,7 +244,12 @@ def _eval(run_dir: Path, opts: dict[str, Any]) -> None:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = evaluate(Run.open(run_dir), progress=progress, **opts)
+        report = evaluate(
+            Run.open(run_dir),
+            progress=progress,
+            warn=lambda line: bar.console.print(line, style="yellow", markup=False),
+            **opts,
+        )
     print_summary(report)
 
 

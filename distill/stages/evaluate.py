@@ -153,6 +153,7 @@ def evaluate(
     probe_path: Path | None = None,
     probe_size: int | None = None,
     progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the student against its base on the run's eval.jsonl; write
     eval/<student>/{results.jsonl,report.json,report.html} and return the report.
@@ -177,6 +178,12 @@ def evaluate(
             f"{eval_path}: no example with an assistant reply to hold out (split_report.json "
             "says why: seeds and their near-duplicates always train); generate more varied "
             "examples (`distill generate --n ...`) or raise `distill split --eval-size`"
+        )
+    if len(items) < MIN_EVAL_EXAMPLES and warn is not None:
+        warn(
+            f"warning: {len(items)} held-out example(s): too few to conclude whether training "
+            f"worked (at least {MIN_EVAL_EXAMPLES}); the scores will be shown, but hold out more "
+            f"with `distill split --eval-size {MIN_EVAL_EXAMPLES + 10}`"
         )
     probe = probe_subset(load_probe(probe_path), probe_size)
 
