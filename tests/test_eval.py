@@ -613,3 +613,33 @@ def test_verdict_reads_a_narrow_probe_interval_around_zero_as_no_forgetting():
         report(-0.026, 0.054)
     )
     assert "not conclusive" in verdict_line(report(-0.10, 0.15))
+
+
+def test_style_by_plan_axis_shows_where_the_student_is_weak(eval_run, monkeypatch):
+    """eval_ids.jsonl (written by split beside eval.jsonl) carries each example's plan point:
+    eval reports the style pass rate per topic, weakest student rate first."""
+    topics = ["orders", "orders", "plant care", "plant care", "orders"]
+    atomic_write_jsonl(
+        eval_run.file("eval_ids.jsonl"),
+        [{"id": f"id-{i}", "meta": {"topic": t, "turns": 1}} for i, t in enumerate(topics)],
+    )
+    report = ev.evaluate(
+        eval_run, judge="none", backends=fakes(), embedder=None, probe_path=eval_run.probe
+    )
+    by_topic = report["metrics"]["style_by_axis"]["topic"]
+    # student: ex1, ex2 (orders) pass; ex3 passes, ex4 (markdown) fails; base passes ex3 only
+    assert [(r["value"], r["n"]) for r in by_topic] == [("plant care", 2), ("orders", 2)]
+    assert by_topic[0]["student"]["mean"] == 0.5 and by_topic[0]["base"]["mean"] == 0.5
+    assert by_topic[1]["student"]["mean"] == 1.0 and by_topic[1]["base"]["mean"] == 0.0
+    assert "turns" not in report["metrics"]["style_by_axis"]  # one value: nothing to compare
+    rows = list(read_jsonl(eval_run.path / "eval" / "fake-student" / "results.jsonl"))
+    assert [r["id"] for r in rows if r["kind"] == "example"] == ["id-0", "id-1", "id-2", "id-3"]
+    html = (eval_run.path / "eval" / "fake-student" / "report.html").read_text()
+    assert "Where the student is weak" in html and "plant care" in html
+
+    monkeypatch.setattr(ev, "_default_factory", lambda base_url: fakes().__getitem__)
+    monkeypatch.setattr(ev, "load_embedder", lambda: (None, "not in this test"))
+    monkeypatch.setattr(ev, "load_probe", lambda path=None: PROBE)
+    r = CliRunner().invoke(cli, ["eval", "--run", str(eval_run.path), "--judge", "none"])
+    assert r.exit_code == 0, r.output
+    assert "weakest topics (style pass rate): plant care 50%" in " ".join(r.output.split())

@@ -127,6 +127,14 @@ def print_summary(report: dict[str, Any]) -> None:
             ),
             soft_wrap=True,
         )
+    topics = m.get("style_by_axis", {}).get("topic", [])
+    if topics:
+        weakest = "; ".join(
+            f"{r['value']} {estimate_text(r['student'])} vs base {estimate_text(r['base'])} "
+            f"(n={r['n']})"
+            for r in topics[:3]
+        )
+        console.print(Text(f"weakest topics (style pass rate): {weakest}"), soft_wrap=True)
     head = report["headline"]
     style = {"worked": "bold green", "did-not-work": "bold red"}.get(head["outcome"], "bold yellow")
     console.print(Text(head["text"], style=style), soft_wrap=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,7 @@ class Item:
     id: str
     context: list[dict[str, Any]]
     reference: str
+    meta: dict[str, Any] = field(default_factory=dict)  # the plan point (topic, persona, ...)
 
 
 def load_style(run: Run) -> StyleSpec | None:
@@ -84,7 +85,10 @@ def held_out_items(
             before = [{"role": "system", "content": system_prompt}] + [
                 mm for mm in before if mm["role"] != "system"
             ]
-        items.append(Item(str(rec.get("id") or content_id(msgs)), before, msgs[last]["content"]))
+        meta: dict[str, Any] = rec["meta"] if isinstance(rec.get("meta"), dict) else {}
+        items.append(
+            Item(str(rec.get("id") or content_id(msgs)), before, msgs[last]["content"], meta)
+        )
     return items, skipped
 
 

@@ -69,6 +69,7 @@ def score(
                 "id": it.id,
                 "context": it.context,
                 "reference": {"text": it.reference},
+                "meta": {k: it.meta[k] for k in AXES if k in it.meta},
                 "student": _reply_row(s),
                 "base": _reply_row(b),
             }
@@ -91,6 +92,7 @@ def score(
                     r[who]["style_problems"] = problems
                     r[who]["style_pass"] = not problems
         m["style"] = _compare(results, paired, "style_pass", reference=True)
+        m["style_by_axis"] = by_axis(results, paired, "style_pass")
 
     # chrF against the reference
     for r in results:
@@ -155,6 +157,31 @@ def _reply_row(a: Answer) -> dict[str, Any]:
 
 def _values(results: list[dict[str, Any]], idx: Sequence[int], who: str, key: str) -> list[float]:
     return [float(results[i][who][key]) for i in idx if key in results[i][who]]
+
+
+AXES = ("topic", "persona", "intent", "turns")
+
+
+def by_axis(results: list[dict[str, Any]], paired: list[int], key: str) -> dict[str, Any]:
+    """`key` per value of each plan axis the held-out examples record (topic, persona, intent,
+    turns): where the student is weak. Weakest student rate first; intervals come with the
+    counts (a value with 2 examples says little)."""
+    out: dict[str, Any] = {}
+    for axis in AXES:
+        groups: dict[str, list[int]] = {}
+        for i in paired:
+            value = results[i].get("meta", {}).get(axis)
+            if value not in (None, ""):
+                groups.setdefault(str(value), []).append(i)
+        if len(groups) < 2:
+            continue
+        rows = [
+            {"value": v, "n": len(idx), **_compare(results, idx, key)} for v, idx in groups.items()
+        ]
+        out[axis] = sorted(
+            rows, key=lambda r: (r["student"]["mean"] is None, r["student"]["mean"] or 0)
+        )
+    return out
 
 
 def _compare(

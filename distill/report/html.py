@@ -275,6 +275,28 @@ def _summary(report: dict[str, Any]) -> str:
     )
 
 
+def _by_axis(m: dict[str, Any]) -> str:
+    """Style pass rate per plan axis value, weakest student rate first."""
+    axes = m.get("style_by_axis") or {}
+    if not axes:
+        return (
+            "<p class='note'>The held-out examples record no plan axes (topic, persona, ...).</p>"
+        )
+    parts = []
+    for axis, rows in axes.items():
+        body = "".join(
+            f"<tr><td>{esc(r['value'])}</td><td>{esc(r['n'])}</td>"
+            f"<td>{esc(_est(r['student']))}</td><td>{esc(_est(r['base']))}</td>"
+            f"<td>{esc(_est(r['diff'], 100.0, ' pts'))}</td></tr>"
+            for r in rows
+        )
+        parts.append(
+            f"<h3>by {esc(axis)}</h3><table><tr><th>{esc(axis)}</th><th>examples</th>"
+            "<th>student</th><th>base</th><th>student - base</th></tr>" + body + "</table>"
+        )
+    return "".join(parts)
+
+
 def _reply_cell(row: dict[str, Any], show_copy: bool = True) -> str:
     if row.get("text") is None:
         return f'<span class="fail">error: {esc(row.get("error"))}</span>'
@@ -407,6 +429,7 @@ def render_report(report: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"<h2>Charts</h2>{_charts(m)}"
         "<p class='note'>Bars are means; whiskers are bootstrap 95% intervals.</p>"
         f"<h2>Summary</h2>{_summary(report)}"
+        f"<h2>Where the student is weak: style pass rate by plan axis</h2>{_by_axis(m)}"
         f"<h2>Replies side by side</h2>{_examples(results, judged)}"
         f"<h2>General-skills probe</h2>{_probe_table(results)}"
         "</body></html>\n"

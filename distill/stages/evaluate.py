@@ -167,7 +167,7 @@ def evaluate(
     eval_path = run.require("eval.jsonl", "run `distill split` first to hold out an eval set")
     plan = plan_models(run, student, base, judge)
     spec = load_style(run) if style == "run" else style
-    records = list(read_jsonl(eval_path))
+    records = _with_ids(run, list(read_jsonl(eval_path)))
     if limit is not None:
         records = records[:limit]
     items, skipped = held_out_items(records, spec.system_prompt if spec else None)
@@ -273,6 +273,21 @@ def evaluate(
 
 def _customer(context: list[dict[str, Any]]) -> str:
     return next((str(m["content"]) for m in reversed(context) if m["role"] == "user"), "")
+
+
+def _with_ids(run: Run, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """eval.jsonl's lines with the id and plan point split recorded beside them
+    (eval_ids.jsonl, same order), when it did and the two still line up."""
+    ids_path = run.file("eval_ids.jsonl")
+    if not ids_path.exists():
+        return records
+    ids = list(read_jsonl(ids_path))
+    if len(ids) != len(records):
+        return records
+    return [
+        {**rec, "id": i.get("id"), "meta": i.get("meta") or {}}
+        for rec, i in zip(records, ids, strict=True)
+    ]
 
 
 def _default_factory(base_url: str | None) -> BackendFactory:
