@@ -33,20 +33,24 @@ from distill.commands.options import run_option
 )
 def eval_(run_dir, **opts: Any) -> None:
     """Score the student vs its base on eval.jsonl: style, similarity, judge, forgetting."""
+    from distill.runs import Run
+
+    evaluate_and_print(Run.open(run_dir), opts)
+
+
+def evaluate_and_print(run: Any, opts: dict[str, Any]) -> None:
+    """Eval with a progress bar on stderr, then the summary (`distill run` does the same)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from distill.runs import Run
     from distill.stages.evaluate import evaluate
 
-    run = Run.open(run_dir)
-    console = Console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=Console(stderr=True),
         transient=True,
     ) as bar:
         task = bar.add_task("eval calls", total=None)

@@ -224,33 +224,10 @@ def _train(run_dir: Path, opts: dict[str, Any]) -> None:
 
 
 def _eval(run_dir: Path, opts: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from distill.commands.evaluate import print_summary
+    from distill.commands.evaluate import evaluate_and_print
     from distill.runs import Run
-    from distill.stages.evaluate import evaluate
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("eval calls", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        report = evaluate(
-            Run.open(run_dir),
-            progress=progress,
-            warn=lambda line: bar.console.print(line, style="yellow", markup=False),
-            **opts,
-        )
-    print_summary(report)
+    evaluate_and_print(Run.open(run_dir), opts)
 
 
 STAGE_RUNNERS = {
