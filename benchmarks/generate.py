@@ -36,17 +36,19 @@ class Reply(BaseModel):
     turns: int
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    server = str(ROOT / "tests" / "fake_openai_server.py")
+def start_server(
+    latency: float, script: str = "fake_openai_server.py", path: str = "/v1"
+) -> tuple[subprocess.Popen[str], str]:
+    """A loopback test server (tests/<script>) in its own process; its base URL."""
+    server = str(ROOT / "tests" / script)
     proc = subprocess.Popen(
         [sys.executable, server, "--latency", str(latency), "--responder", "conversation"],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    port = int(line.split()[1])
-    return proc, f"http://127.0.0.1:{port}/v1"
+    port = int(proc.stdout.readline().split()[1])
+    return proc, f"http://127.0.0.1:{port}{path}"
 
 
 async def _drive(call, n: int, concurrency: int) -> tuple[float, float, int]:

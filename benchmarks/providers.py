@@ -39,15 +39,10 @@ class Conversation(BaseModel):
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    server = str(ROOT / "tests" / "fake_provider_server.py")
-    proc = subprocess.Popen(
-        [sys.executable, server, "--latency", str(latency), "--responder", "conversation"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    port = int(proc.stdout.readline().split()[1])
-    return proc, f"http://127.0.0.1:{port}"
+    """The provider test server (Messages, generateContent and OpenAI's API) in a process."""
+    from generate import start_server as start
+
+    return start(latency, "fake_provider_server.py", "")
 
 
 def bench(model: str, root: str, n: int, concurrency: int) -> tuple[float, float, int]:

@@ -122,3 +122,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(out)
     return out
+
+
+def sigkill_midway(
+    cmd: list[str], env: dict, cwd: Path, watch: Path, lines: int, timeout: float
+) -> int:
+    """Start `cmd`, SIGKILL it once `watch` holds `lines` lines (or at the deadline), and
+    return how many lines it had written: a kill at a random moment, for resume tests."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if watch.exists() and watch.read_text().count("\n") >= lines:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return watch.read_text().count("\n") if watch.exists() else 0

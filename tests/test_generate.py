@@ -374,11 +374,10 @@ def test_kill_and_resume_finishes_n_and_resends_no_finished_request(seeds_file, 
     """SIGKILL a `distill generate` subprocess midway; the rerun ends with exactly n examples
     and the server never answered a request twice that had finished before the kill."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
+    from conftest import sigkill_midway
     from fake_openai_server import FakeOpenAIServer, messages_key
 
     n = 40
@@ -403,18 +402,8 @@ def test_kill_and_resume_finishes_n_and_resends_no_finished_request(seeds_file, 
         _server_responder, latency=0.05, faults=faults, retry_after=0.01
     ) as server:
         cmd += ["--base-url", server.url]
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
         gen = out / "shop" / "generated.jsonl"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if gen.exists() and gen.read_text().count("\n") >= 10:
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        done_before = gen.read_text().count("\n")
+        done_before = sigkill_midway(cmd, env, tmp_path, gen, 10, timeout=60)
         assert 10 <= done_before < n, "the kill should land midway"
         finished = [messages_key(r["messages"]) for r in _rows(out / "shop" / "calls.sqlite")]
         res = subprocess.run(

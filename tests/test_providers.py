@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SEEDS, STYLE, greenleaf_example
+from conftest import SEEDS, STYLE, greenleaf_example, sigkill_midway
 from fake_openai_server import request_schema
 from fake_provider_server import FakeProviderServer, convo_key
 from pydantic import BaseModel, Field
@@ -239,7 +239,6 @@ def test_kill_and_resume_resends_no_finished_call(seeds_file, tmp_path, provider
     """SIGKILL `distill generate` midway; the rerun finishes n and the server never answered
     twice a call that calls.sqlite had recorded before the kill."""
     import os
-    import signal
     import subprocess
 
     n = 30
@@ -249,18 +248,8 @@ def test_kill_and_resume_resends_no_finished_call(seeds_file, tmp_path, provider
         chat_responder, latency=0.05, faults={"429": 0.05}, retry_after=0.01
     ) as server:
         cmd = [sys.executable, "-m", "distill", *generate_args(seeds_file, provider, server, n)]
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
         gen = out / "shop" / "generated.jsonl"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if gen.exists() and gen.read_text().count("\n") >= 8:
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        done_before = gen.read_text().count("\n")
+        done_before = sigkill_midway(cmd, env, tmp_path, gen, 8, timeout=90)
         assert 8 <= done_before < n, "the kill should land midway"
         finished = [
             convo_key(r["request"]["messages"]) for r in calls_rows(out / "shop" / "calls.sqlite")
