@@ -24,6 +24,7 @@ COMMANDS = {
     "eval": "distill.commands.evaluate:eval_",
     "status": "distill.commands.status:status",
     "run": "distill.commands.run:run",
+    "export": "distill.commands.export:export",
 }
 
 

@@ -1,0 +1,83 @@
+"""`distill export`: the run's dataset, or its local student, in formats other tools load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from distill.commands.options import run_option
+
+DATASET = ("hf", "parquet", "jsonl", "openai")  # distill.export.dataset.DATASET_FORMATS
+STUDENT = ("gguf", "transformers")  # distill.export.student.STUDENT_FORMATS
+
+
+@click.command()
+@run_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([*DATASET, *STUDENT]),
+    required=True,
+    help="hf: a Hugging Face dataset folder (Parquet + card); parquet; jsonl (with id and "
+    "meta); openai: upload-ready train/eval JSONL + validate report; gguf: the local student "
+    "merged into one GGUF + an Ollama Modelfile; transformers: the merged student as a model "
+    "folder.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder to write (default: <run>/export/<format>/). Replaced whole if it is an "
+    "earlier export; any other existing folder is refused.",
+)
+@click.option(
+    "--license",
+    "license_",
+    default="unknown",
+    show_default=True,
+    help="hf: the dataset card's license (a Hub license id such as cc-by-4.0, apache-2.0).",
+)
+@click.option(
+    "--base-gguf",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="gguf: the GGUF the student's base model folder was converted from (found by itself "
+    "for an embedded model such as local:smollm2-135m).",
+)
+def export(
+    run_dir: Path | None,
+    fmt: str,
+    out: Path | None,
+    license_: str,
+    base_gguf: Path | None,
+) -> None:
+    """Write the run's train and held-out examples, or its trained local student, for use
+    outside distill.
+
+    Datasets hold what training reads: train.jsonl and eval.jsonl with the current review
+    decisions applied (rejected examples left out, edits as edited); the held-out split is
+    named `test`, as `datasets` names it.
+    """
+    from distill.runs import Run
+
+    run = Run.open(run_dir)
+    if fmt in DATASET:
+        from distill.export.dataset import export_dataset
+
+        done = export_dataset(run, fmt, out, license=license_)
+        rows = ", ".join(f"{s} {n}" for s, n in done.rows.items())
+        for note in done.notes:
+            click.echo(note)
+        click.echo(f"exported {rows} examples as {fmt} to {done.folder}")
+        for f in done.files:
+            click.echo(f"  {f}")
+        if fmt == "hf":
+            click.echo(
+                f'load it with: datasets.load_dataset("{done.folder}") or '
+                f'datasets.load_dataset("parquet", data_dir="{done.folder / "data"}")'
+            )
+        if not done.valid:
+            raise click.exceptions.Exit(1)
+        return
+    raise click.UsageError(f"--format {fmt} is not available yet")
