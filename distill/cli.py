@@ -20,6 +20,7 @@ COMMANDS = {
     "dedupe": "distill.commands.dedupe:dedupe",
     "split": "distill.commands.split:split",
     "review": "distill.commands.review:review",
+    "pairs": "distill.commands.pairs:pairs",
     "train": "distill.commands.train:train",
     "eval": "distill.commands.evaluate:eval_",
     "status": "distill.commands.status:status",

@@ -119,6 +119,9 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
+    side = report.get("side_by_side")
+    if side:
+        console.print(side_by_side_table(side))
     rubric = report.get("rubric")
     if rubric and "skipped" in rubric:
         console.print(Text(rubric["skipped"]), soft_wrap=True)
@@ -144,3 +147,34 @@ def print_summary(report: dict[str, Any]) -> None:
     console.print(Text(head["text"], style=style), soft_wrap=True)
     console.print(Text(report["verdict"]), soft_wrap=True)
     console.print(Text(f"report: {report['folder']}/report.html"), soft_wrap=True)
+
+
+def side_by_side_table(side: dict[str, Any]) -> Any:
+    """Base, each compared student and the student in columns, on the same held-out set."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from distill.stages.evaluate import estimate_text
+
+    models = side["models"]
+    table = Table(title="side by side (same held-out examples and probe)")
+    table.add_column("metric")
+    for r in models:
+        label = {"base": "base", "student": "student"}.get(r["role"], "compared")
+        table.add_column(escape(f"{label}: {r['model']}"), overflow="fold")
+
+    def cell(section: Any, diff: bool = False) -> str:
+        if not section:
+            return ""
+        if "skipped" in section:
+            return "skipped"
+        if "student" in section and "mean" not in section:  # a win-rate section
+            section = section["student"]
+        return estimate_text(section, True, diff=diff)
+
+    table.add_row("style pass rate", *(cell(r.get("style")) for r in models))
+    table.add_row("style gain vs base", *(cell(r.get("style_gain"), True) for r in models))
+    table.add_row("judge prefers it over base", *(cell(r.get("win_rate")) for r in models))
+    table.add_row("general-skills probe", *(cell(r.get("probe")) for r in models))
+    table.add_row("probe drop vs base", *(cell(r.get("probe_drop"), True) for r in models))
+    return table

@@ -82,7 +82,21 @@ from distill.runs import Run
     help=local_help("checkpoint_every"),
 )
 @click.option("--merge", is_flag=True, help="Local: also write a merged model.")
-def train(run_dir, student: str | None, require_review: bool, **opts) -> None:
+@click.option(
+    "--method",
+    type=click.Choice(["supervised", "dpo"]),
+    default="supervised",
+    show_default=True,
+    help="dpo: preference tuning on pairs.jsonl (`distill pairs`), from the run's SFT student.",
+)
+@click.option(
+    "--beta",
+    type=float,
+    default=None,
+    help="DPO: how far the policy may move from the reference (local default 0.1; "
+    "hosted default auto).",
+)
+def train(run_dir, student: str | None, require_review: bool, method: str, **opts) -> None:
     """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation).
 
     The review decisions are applied first: rejected examples leave train.jsonl and
@@ -91,7 +105,11 @@ def train(run_dir, student: str | None, require_review: bool, **opts) -> None:
     from distill.stages.pipeline import pick_student, run_teacher, train_student
 
     run = Run.open(run_dir)
-    if student is None:
+    if method == "dpo" or opts.get("beta") is not None:
+        if method != "dpo":
+            raise click.UsageError("--beta is a DPO setting; add --method dpo")
+        # the default student is the run's SFT student (train_dpo says which)
+    elif student is None:
         last = run.stage("train")
         if (
             (opts.get("attach") or opts.get("cancel"))
@@ -107,4 +125,4 @@ def train(run_dir, student: str | None, require_review: bool, **opts) -> None:
     def say(line: str) -> None:
         click.echo(line, err=True)
 
-    train_student(run, student, require_review=require_review, say=say, **opts)
+    train_student(run, student, require_review=require_review, say=say, method=method, **opts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,16 @@ class Answers:
     probe_student: list[Answer]
     probe_base: list[Answer]
     # per item: (student shown first, base shown first); None when no judge or no pair
+    verdicts: list[tuple[Verdict | str | None, Verdict | str | None]]
+    # more students asked the same items and probe (eval's `compare`, e.g. the SFT student
+    # of a DPO one): model -> (replies, probe answers, verdicts against the base)
+    extra: dict[str, Extra] = field(default_factory=dict)
+
+
+@dataclass
+class Extra:
+    replies: list[Answer]
+    probe: list[Answer]
     verdicts: list[tuple[Verdict | str | None, Verdict | str | None]]
 
 
@@ -143,9 +153,90 @@ def score(
         "errors": errors,
         "skipped_examples": [{"id": rec.get("id"), "reason": why} for rec, why in skipped],
     }
+    if ans.extra:
+        report["side_by_side"] = side_by_side(report, plan, style, results, probe, ans)
     report["verdict"] = verdict_line(report)
     report["headline"] = headline(report)
     return report, results
+
+
+def side_by_side(
+    report: dict[str, Any],
+    plan: Plan,
+    style: StyleSpec | None,
+    results: list[dict[str, Any]],
+    probe: list[dict[str, Any]],
+    ans: Answers,
+) -> dict[str, Any]:
+    """Base, each compared student and the student on the same held-out items and probe:
+    style pass rate, its gain over the base (paired), the judge's win rate against the base,
+    the probe and its drop. Each extra's replies are added to the results rows as well."""
+    m = report["metrics"]
+    examples = [r for r in results if r.get("kind") == "example"]
+    base_pass = [r["base"].get("style_pass") for r in examples]
+    base_probe = [
+        a.text is not None and metrics.check_probe(p, a.text)
+        for p, a in zip(probe, ans.probe_base, strict=True)
+    ]
+
+    def column(role: str, model: str) -> dict[str, Any]:
+        return {"role": role, "model": model}
+
+    rows = [
+        {
+            **column("base", plan.base),
+            "style": (m["style"].get("base") if "skipped" not in m["style"] else None),
+            "probe": m["probe"]["base"],
+        }
+    ]
+    for model, extra in ans.extra.items():
+        passes: list[float] = []
+        gains: list[float] = []
+        for r, a, b in zip(examples, extra.replies, base_pass, strict=True):
+            r.setdefault("compare", {})[model] = _reply_row(a)
+            if style is None or a.text is None:
+                continue
+            ok = not style.check_reply(a.text)
+            r["compare"][model]["style_pass"] = ok
+            passes.append(float(ok))
+            if b is not None:
+                gains.append(float(ok) - float(b))
+        p_vals = [
+            float(metrics.check_probe(p, a.text))
+            for p, a in zip(probe, extra.probe, strict=True)
+            if a.text is not None
+        ]
+        drops = [
+            float(b) - float(metrics.check_probe(p, a.text))
+            for p, a, b, pb in zip(probe, extra.probe, base_probe, ans.probe_base, strict=True)
+            if a.text is not None and pb.text is not None
+        ]
+        win = _judge(
+            [{} for _ in examples],
+            extra.verdicts,
+            Plan(model, plan.base, plan.judge, plan.judge_skipped),
+        )
+        rows.append(
+            {
+                **column("compared", model),
+                "style": bootstrap(passes).to_dict() if style else None,
+                "style_gain": bootstrap(gains).to_dict() if style else None,
+                "win_rate": win,
+                "probe": bootstrap(p_vals).to_dict(),
+                "probe_drop": bootstrap(drops).to_dict(),
+            }
+        )
+    rows.append(
+        {
+            **column("student", plan.student),
+            "style": m["style"].get("student") if "skipped" not in m["style"] else None,
+            "style_gain": m["style"].get("diff") if "skipped" not in m["style"] else None,
+            "win_rate": m["win_rate"],
+            "probe": m["probe"]["student"],
+            "probe_drop": m["probe"]["drop"],
+        }
+    )
+    return {"models": rows}
 
 
 def _reply_row(a: Answer) -> dict[str, Any]:

@@ -125,9 +125,18 @@ def event_dict(ev: Any) -> dict[str, Any]:
     }
 
 
-def follow(api: Api, state: JobFile, run: Run, events_path: Path, out: Out, attach: str) -> Any:
+def follow(
+    api: Api,
+    state: JobFile,
+    run: Run,
+    events_path: Path,
+    out: Out,
+    attach: str,
+    stage: str = "train",
+) -> Any:
     """Poll the job in `state` until it ends, showing status changes and training events;
-    returns the ended job. `attach` is the command that re-attaches, for the messages."""
+    returns the ended job. `attach` is the command that re-attaches, for the messages;
+    `stage` the manifest stage that records the job's status."""
     job_id = state.get("job_id")
     base, cap = poll_settings()
     seen = {e.get("id") for e in read_jsonl(events_path)} if events_path.exists() else set()
@@ -166,8 +175,8 @@ def follow(api: Api, state: JobFile, run: Run, events_path: Path, out: Out, atta
                 state.record_job(job)
                 if events:
                     state.save(last_event_id=events[-1].id)
-                if run.stage("train").get("job_status") != job.status:
-                    run.record_stage("train", "running", job_status=job.status)
+                if run.stage(stage).get("job_status") != job.status:
+                    run.record_stage(stage, "running", job_status=job.status)
                 if job.status in TERMINAL:
                     return job
                 delay = base if changed else min(cap, delay * 1.5)

@@ -22,6 +22,8 @@ class HostedOptions:
     wait: bool = True
     attach: bool = False
     cancel: bool = False
+    method: str = "supervised"  # or "dpo": preference pairs (pairs.jsonl)
+    beta: float | None = None  # DPO only
 
     @classmethod
     def from_opts(cls, opts: dict[str, Any]) -> HostedOptions:
@@ -43,6 +45,8 @@ class HostedOptions:
             raise UsageError(f"--lr-multiplier {self.lr_multiplier}: must be greater than 0")
         if self.seed is not None and not 0 <= self.seed <= 2_147_483_647:
             raise UsageError(f"--seed {self.seed}: must be between 0 and 2147483647")
+        if self.beta is not None and not 0 < self.beta <= 2:
+            raise UsageError(f"--beta {self.beta}: OpenAI accepts (0, 2] (or leave it out)")
         if self.attach and self.cancel:
             raise UsageError("--attach and --cancel together: pick one")
 
@@ -54,3 +58,11 @@ class HostedOptions:
                 self.lr_multiplier if self.lr_multiplier is not None else "auto"
             ),
         }
+
+    def method_body(self) -> dict[str, Any]:
+        """The job's `method`: supervised, or DPO with its beta."""
+        hp = self.hyperparameters()
+        if self.method == "dpo":
+            hp["beta"] = self.beta if self.beta is not None else "auto"
+            return {"type": "dpo", "dpo": {"hyperparameters": hp}}
+        return {"type": "supervised", "supervised": {"hyperparameters": hp}}

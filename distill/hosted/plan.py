@@ -78,7 +78,7 @@ def print_plan(
     first example."""
     out.line(f"Fine-tune {model} on {server}")
     out.line(
-        f"  train.jsonl: {train.examples:,} examples, "
+        f"  {train_path.name}: {train.examples:,} examples, "
         f"{train.tokens_per_epoch:,} billed tokens per epoch"
     )
     if held is not None:
@@ -111,3 +111,46 @@ def print_plan(
         for m in first.get("messages", [])[:4]:
             text = " ".join(str(m.get("content") or "").split())
             out.line(f"    {m.get('role')}: {text[:100]}{'...' if len(text) > 100 else ''}")
+
+
+def check_pairs(path: Path, model: str, *, epochs: int | None = None) -> DataCheck:
+    """check_data for a DPO pairs file: each pair's shape is checked (file:line), then both
+    sides, as chat examples, go through the validate rules for the token count and cost."""
+    import os
+    import tempfile
+
+    from distill.runs import atomic_write_jsonl
+    from distill.stages.pairs import load_pairs
+    from distill.validation.tally import default_epochs
+
+    pairs = load_pairs(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pairs-check.", suffix=".jsonl")
+    os.close(fd)
+    try:
+        atomic_write_jsonl(
+            Path(tmp),
+            (
+                {"messages": [*p["messages"], {"role": "assistant", "content": p[side]}]}
+                for p in pairs
+                for side in ("chosen", "rejected")
+            ),
+        )
+        sides = check_data(Path(tmp), model, epochs=1)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    n_epochs = epochs if epochs is not None else default_epochs(len(pairs))
+    billed = sides.tokens_per_epoch * n_epochs
+    per_token = (
+        sides.cost_usd / sides.billed_tokens if sides.cost_usd and sides.billed_tokens else None
+    )
+    errors = [e.replace(tmp, f"{path} (one side of a pair)") for e in sides.errors]
+    return DataCheck(
+        path=path,
+        examples=len(pairs),
+        tokens_per_epoch=sides.tokens_per_epoch,
+        epochs=n_epochs,
+        billed_tokens=billed,
+        cost_usd=billed * per_token if per_token is not None else None,
+        errors=[e for e in errors if ": too-few-examples: " not in e],
+        error_count=sum(1 for e in errors if ": too-few-examples: " not in e),
+    )

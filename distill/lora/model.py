@@ -39,15 +39,23 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def loss_sum(model: Any, batch: dict[str, Any], precision: str = "fp32") -> tuple[Any, int]:
-    """(summed cross-entropy over supervised tokens, their count). The output head runs only
-    on the positions that predict a supervised token: on a 49k vocabulary that head is a
-    fifth of the forward pass and most of its memory."""
-    import torch
+    """(summed cross-entropy over supervised tokens, their count)."""
     import torch.nn.functional as F
+
+    logits, targets, keep = supervised_logits(model, batch, precision)
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+
+
+def supervised_logits(
+    model: Any, batch: dict[str, Any], precision: str = "fp32"
+) -> tuple[Any, Any, Any]:
+    """(logits at the positions that predict a supervised token, the shifted targets, the
+    mask of those positions). The output head runs only on those positions: on a 49k
+    vocabulary that head is a fifth of the forward pass and most of its memory."""
+    import torch
 
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    n = int(keep.sum())
     inner = model.get_base_model()
     decoder = getattr(inner, inner.base_model_prefix, None)
     head = inner.get_output_embeddings()
@@ -66,7 +74,7 @@ def loss_sum(model: Any, batch: dict[str, Any], precision: str = "fp32") -> tupl
                 attention_mask=batch["attention_mask"],
                 use_cache=False,
             ).logits[:, :-1][keep]
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n
+    return logits, targets, keep
 
 
 def evaluate(

@@ -275,6 +275,39 @@ def _summary(report: dict[str, Any]) -> str:
     )
 
 
+def _side_by_side(report: dict[str, Any]) -> str:
+    """Base, each compared student (e.g. the SFT one) and the student, in columns."""
+    side = report.get("side_by_side")
+    if not side:
+        return ""
+    models = side["models"]
+
+    def cell(section: Any) -> str:
+        if not section:
+            return "<td></td>"
+        if "skipped" in section:
+            return "<td class='note'>skipped</td>"
+        if "student" in section and "mean" not in section:  # a win-rate section
+            section = section["student"]
+        return f"<td>{esc(_est(section))}</td>"
+
+    head = "".join(f"<th>{esc(r['role'])}: {esc(r['model'])}</th>" for r in models)
+    rows = "".join(
+        f"<tr><td>{esc(name)}</td>{''.join(cell(r.get(key)) for r in models)}</tr>"
+        for name, key in (
+            ("style pass rate", "style"),
+            ("style gain vs base", "style_gain"),
+            ("judge prefers it over base", "win_rate"),
+            ("general-skills probe", "probe"),
+            ("probe drop vs base", "probe_drop"),
+        )
+    )
+    return (
+        "<h2>Side by side: the same held-out examples and probe</h2>"
+        f"<table><tr><th>metric</th>{head}</tr>{rows}</table>"
+    )
+
+
 def _by_axis(m: dict[str, Any]) -> str:
     """Style pass rate per plan axis value, weakest student rate first."""
     axes = m.get("style_by_axis") or {}
@@ -429,6 +462,7 @@ def render_report(report: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"<h2>Charts</h2>{_charts(m)}"
         "<p class='note'>Bars are means; whiskers are bootstrap 95% intervals.</p>"
         f"<h2>Summary</h2>{_summary(report)}"
+        f"{_side_by_side(report)}"
         f"<h2>Where the student is weak: style pass rate by plan axis</h2>{_by_axis(m)}"
         f"<h2>Replies side by side</h2>{_examples(results, judged)}"
         f"<h2>General-skills probe</h2>{_probe_table(results)}"

@@ -39,7 +39,13 @@ from distill.evaluation.inputs import (  # noqa: F401 - re-exported
     probe_subset,
     reply_max_tokens,
 )
-from distill.evaluation.scoring import Answer, Answers, Plan, score  # noqa: F401 - re-exported
+from distill.evaluation.scoring import (  # noqa: F401 - re-exported
+    Answer,
+    Answers,
+    Extra,
+    Plan,
+    score,
+)
 from distill.evaluation.verdict import (  # noqa: F401 - re-exported
     MIN_EVAL_EXAMPLES,
     estimate_text,
@@ -154,12 +160,15 @@ def evaluate(
     probe_size: int | None = None,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    compare: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the student against its base on the run's eval.jsonl; write
     eval/<student>/{results.jsonl,report.json,report.html} and return the report.
 
     `backends` maps model strings to ready backends (tests); others come from `factory`
-    (default: distill.backends.get_backend). `embedder=None` skips the similarity metric."""
+    (default: distill.backends.get_backend). `embedder=None` skips the similarity metric.
+    `compare`: more students asked the same items and probe, shown side by side with the base
+    and the student (default: for the run's DPO student, the SFT student it was tuned from)."""
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
     if limit is not None and limit < 1:
@@ -195,6 +204,11 @@ def evaluate(
         return made[spec_]
 
     student_b, base_b = backend(plan.student), backend(plan.base)
+    extras = {
+        name: backend(name)
+        for name in (default_compare(run, plan) if compare is None else compare)
+        if name not in (plan.student, plan.base)
+    }
     judge_b = None
     if plan.judge:
         try:
@@ -208,7 +222,16 @@ def evaluate(
     async def ask_then_close() -> tuple[Answers, dict[str, Any] | None]:
         try:
             got = await _ask_all(
-                items, probe, student_b, base_b, judge_b, spec, calls, concurrency, progress
+                items,
+                probe,
+                student_b,
+                base_b,
+                judge_b,
+                spec,
+                calls,
+                concurrency,
+                progress,
+                extras,
             )
             both = [
                 (_customer(it.context), s.text, b.text)
@@ -271,6 +294,16 @@ def evaluate(
     return report
 
 
+def default_compare(run: Run, plan: Plan) -> list[str]:
+    """The SFT student of the run's DPO student (manifest `preference`), when that is the
+    student evaluated: so eval shows base, SFT and SFT+DPO side by side."""
+    pref = run.manifest.get("preference") or {}
+    reference = pref.get("reference")
+    if pref.get("model") == plan.student and reference and reference != plan.base:
+        return [str(reference)]
+    return []
+
+
 def _customer(context: list[dict[str, Any]]) -> str:
     return next((str(m["content"]) for m in reversed(context) if m["role"] == "user"), "")
 
@@ -324,13 +357,16 @@ async def _ask_all(
     calls: CallLog,
     concurrency: int,
     progress: Progress | None,
+    extras: dict[str, Backend] | None = None,
 ) -> Answers:
+    extras = extras or {}
     if student.ref.provider == "local" and base.ref.provider == "local":
         # in-process models answer in batches: keep a whole batch in flight (32 rows run at
         # 3.4x the tokens per second of 8 on 2 CPU cores)
         concurrency = max(concurrency, LOCAL_BATCH)
     sem = asyncio.Semaphore(concurrency)
-    total = 2 * len(items) + 2 * len(probe) + (2 * len(items) if judge else 0)
+    n_models = 2 + len(extras)
+    total = n_models * (len(items) + len(probe)) + ((n_models - 1) * 2 * len(items) if judge else 0)
     done = 0
 
     async def ask(b: Backend, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
@@ -385,33 +421,49 @@ async def _ask_all(
         # adapter patches that copy in place: finish every base call before the student
         # (and its adapter) loads, so the base answers as itself.
         b_ans, pb_ans = await everything(base)
+        extra_ans = {name: await everything(b) for name, b in extras.items()}
         s_ans, ps_ans = await everything(student)
     else:
-        (s_ans, ps_ans), (b_ans, pb_ans) = await asyncio.gather(
-            everything(student), everything(base)
+        (s_ans, ps_ans), (b_ans, pb_ans), *rest = await asyncio.gather(
+            everything(student), everything(base), *(everything(b) for b in extras.values())
         )
+        extra_ans = dict(zip(extras, rest, strict=True))
     for name, got in (("student", s_ans + ps_ans), ("base", b_ans + pb_ans)):
         if got and all(a.error for a in got):
             raise _all_failed(name, got)
 
-    verdicts: list[tuple[Verdict | str | None, Verdict | str | None]] = [(None, None)] * len(items)
-    if judge is not None:
+    async def judged(
+        answers: list[Answer],
+    ) -> list[tuple[Verdict | str | None, Verdict | str | None]]:
+        nonlocal done
+        verdicts: list[tuple[Verdict | str | None, Verdict | str | None]] = [(None, None)] * len(
+            items
+        )
+        if judge is None:
+            return verdicts
         template = judge_template()
         pairs = [
             i
-            for i, (s, b) in enumerate(zip(s_ans, b_ans, strict=True))
+            for i, (s, b) in enumerate(zip(answers, b_ans, strict=True))
             if s.text is not None and b.text is not None
         ]
         jobs = []
         for i in pairs:
-            s, b = s_ans[i].text or "", b_ans[i].text or ""
+            s, b = answers[i].text or "", b_ans[i].text or ""
             jobs.append(verdict(judge_messages(template, style, items[i], s, b)))
             jobs.append(verdict(judge_messages(template, style, items[i], b, s)))
         got_v = await asyncio.gather(*jobs)
         done += 2 * (len(items) - len(pairs))
         for k, i in enumerate(pairs):
             verdicts[i] = (got_v[2 * k], got_v[2 * k + 1])
-    return Answers(s_ans, b_ans, ps_ans, pb_ans, verdicts)
+        return verdicts
+
+    verdicts = await judged(s_ans)
+    extra = {
+        name: Extra(replies, probed, await judged(replies))
+        for name, (replies, probed) in extra_ans.items()
+    }
+    return Answers(s_ans, b_ans, ps_ans, pb_ans, verdicts, extra)
 
 
 def _all_failed(name: str, got: list[Answer]) -> DistillError:

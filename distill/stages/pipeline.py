@@ -133,14 +133,22 @@ def run_teacher(run: Run) -> tuple[str | None, str | None]:
 
 def train_student(
     run: Run,
-    student: str,
+    student: str | None,
     *,
     require_review: bool = False,
     say: Callable[[str], None] = print,
+    method: str = "supervised",
     **opts: Any,
 ) -> dict[str, Any]:
     """Apply the review decisions to the split (refusing unreviewed examples with
-    `require_review`), then fine-tune: hosted for OpenAI models, LoRA for local:NAME|PATH."""
+    `require_review`), then fine-tune: hosted for OpenAI models, LoRA for local:NAME|PATH.
+    `method="dpo"` tunes on pairs.jsonl instead (distill.stages.train_dpo)."""
+    if method == "dpo":
+        from distill.stages.train_dpo import train_dpo
+
+        return train_dpo(run, student, say=say, **opts)
+    if student is None:
+        raise UsageError("no student to train; pass --student MODEL")
     ref = parse_model(student)
     if ref.provider not in ("local", "openai"):
         raise UsageError(

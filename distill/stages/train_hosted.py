@@ -34,7 +34,7 @@ from distill.hosted.follow import TERMINAL, Detached, follow
 from distill.hosted.jobs import JobFile, Uploads, error_dict, exclusive, safe_name
 from distill.hosted.options import HostedOptions
 from distill.hosted.out import Out
-from distill.hosted.plan import DataCheck, check_data, print_plan
+from distill.hosted.plan import DataCheck, check_data, check_pairs, print_plan
 from distill.models import fine_tune_facts, resolve_fine_tune_model
 from distill.runs import Run, atomic_write_text, sha256_file
 
@@ -45,7 +45,8 @@ def train_hosted(run: Run, name: str, **opts: Any) -> dict[str, Any]:
     """Fine-tune `name` (e.g. gpt-4o-mini) on the run's train.jsonl; see the module docstring."""
     o = HostedOptions.from_opts(opts)
     model = resolve_fine_tune_model(name)
-    folder = run.path / "train" / safe_name(model)
+    # a DPO job lives beside the supervised one, with its own job.json
+    folder = run.path / "train" / (safe_name(model) + ("-dpo" if o.method == "dpo" else ""))
     state = JobFile(folder / "job.json")
     key = api_key()
     out = Out(key)
@@ -55,6 +56,7 @@ def train_hosted(run: Run, name: str, **opts: Any) -> dict[str, Any]:
         base_url = o.base_url or os.environ.get("OPENAI_BASE_URL")
     api = Api(key, base_url, out)
     student = Student(run, name, model, folder, state, api, out)
+    student.method = o.method
 
     if o.cancel:
         return student.cancel()
@@ -71,6 +73,12 @@ def train_hosted(run: Run, name: str, **opts: Any) -> dict[str, Any]:
 class Student:
     """One hosted student of one run: its folder, job file and the API it trains on."""
 
+    method = "supervised"  # or "dpo": recorded as the manifest's stage "dpo" and `preference`
+
+    @property
+    def stage(self) -> str:
+        return "dpo" if self.method == "dpo" else "train"
+
     def __init__(
         self,
         run: Run,
@@ -86,9 +94,15 @@ class Student:
 
     # -- start --------------------------------------------------------------------------------
     def start(self, o: HostedOptions) -> dict[str, Any]:
-        train_path = self.run.require("train.jsonl", "run `distill split` first")
+        dpo = o.method == "dpo"
+        if dpo:
+            from distill.stages.pairs import PAIRS_FILE, PAIRS_HINT
+
+            train_path = self.run.require(PAIRS_FILE, PAIRS_HINT)
+        else:
+            train_path = self.run.require("train.jsonl", "run `distill split` first")
         eval_path = self.run.file("eval.jsonl")
-        has_eval = eval_path.exists() and eval_path.stat().st_size > 0
+        has_eval = not dpo and eval_path.exists() and eval_path.stat().st_size > 0
         suffix = _suffix(o.suffix if o.suffix is not None else self.run.name)
         hp = o.hyperparameters()
         train_sha = sha256_file(train_path)
@@ -102,6 +116,8 @@ class Student:
             "suffix": suffix,
             "seed": o.seed,
         }
+        if dpo:  # supervised keys stay as they were, so their jobs are still found
+            request["method"] = o.method_body()
         request_key = hashlib.sha256(
             json.dumps(request, sort_keys=True).encode("utf-8")
         ).hexdigest()[:32]
@@ -140,7 +156,11 @@ class Student:
                 self._adopt(job, request_key)
                 return self.follow() if o.wait else self.show()
 
-        train_check = check_data(train_path, self.model, epochs=o.epochs)
+        train_check = (
+            check_pairs(train_path, self.model, epochs=o.epochs)
+            if dpo
+            else check_data(train_path, self.model, epochs=o.epochs)
+        )
         eval_check = check_data(eval_path, self.model, held_out=True) if has_eval else None
         for check in (train_check, eval_check):
             if check is not None and check.error_count:
@@ -163,7 +183,7 @@ class Student:
                 return {"status": "not started", "folder": str(self.folder)}
 
         with exclusive(self.folder):
-            train_id = self._upload(train_path, train_sha, "train.jsonl")
+            train_id = self._upload(train_path, train_sha, train_path.name)
             eval_id = self._upload(eval_path, eval_sha, "eval.jsonl") if eval_sha else None
             previous = [
                 *st.get("previous_jobs", []),
@@ -204,7 +224,7 @@ class Student:
             params: dict[str, Any] = {
                 "model": self.model,
                 "training_file": train_id,
-                "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+                "method": o.method_body(),
                 "metadata": {"distill_run": self.run.name[:512], "distill_request": request_key},
             }
             if eval_id:
@@ -247,7 +267,7 @@ class Student:
         self.state.record_job(job)
         self.state.save(pending_create=None, request_key=request_key)
         self.run.record_stage(
-            "train",
+            self.stage,
             "running",
             backend="openai",
             student=f"openai:{self.model}",
@@ -287,7 +307,9 @@ class Student:
         """Poll the job until it ends, showing status changes and training events."""
         events = self.folder / "events.jsonl"
         attach = self.command("--attach")
-        return self._finish(follow(self.api, self.state, self.run, events, self.out, attach))
+        return self._finish(
+            follow(self.api, self.state, self.run, events, self.out, attach, self.stage)
+        )
 
     def cancel(self) -> dict[str, Any]:
         job_id = self.state.get("job_id")
@@ -301,7 +323,7 @@ class Student:
             lambda: self.api.client.fine_tuning.jobs.cancel(job_id),
         )
         self.state.record_job(job)
-        self.run.record_stage("train", "cancelled", job_id=job_id, job_status=job.status)
+        self.run.record_stage(self.stage, "cancelled", job_id=job_id, job_status=job.status)
         self.out.line(f"Cancelled job {job_id} ({job.status}).")
         return self.result()
 
@@ -317,6 +339,15 @@ class Student:
                     "base_url": self.api.base_url,
                 }
             )
+            if self.method == "dpo":
+                self.run.update_manifest(
+                    preference={
+                        "model": f"openai:{fine_tuned}",
+                        "reference": f"openai:{self.model}",
+                        "base": f"openai:{self.model}",
+                        "method": "dpo",
+                    }
+                )
             facts = fine_tune_facts(self.model)
             cost = (
                 round(job.trained_tokens * float(facts["train_per_1m"]) / 1_000_000, 4)
@@ -324,7 +355,7 @@ class Student:
                 else None
             )
             self.run.record_stage(
-                "train",
+                self.stage,
                 "succeeded",
                 backend="openai",
                 student=f"openai:{self.model}",
@@ -344,7 +375,7 @@ class Student:
             return self.result()
         err = error_dict(job.error) or {}
         self.run.record_stage(
-            "train",
+            self.stage,
             job.status,
             job_id=job.id,
             job_status=job.status,
@@ -402,6 +433,8 @@ class Student:
     def command(self, *flags: str) -> str:
         q = shlex.quote
         parts = ["distill train", f"--student {q(self.name)}", f"--run {q(str(self.run.path))}"]
+        if self.method == "dpo":
+            parts.append("--method dpo")
         parts += flags
         if self.api.base_url and "--attach" not in flags and "--cancel" not in flags:
             parts.append(f"--base-url {q(self.api.base_url)}")
