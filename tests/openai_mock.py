@@ -567,6 +567,7 @@ class SpecProxy:
                 "query": urlsplit(h.path).query,
                 "status": resp.status,
                 "answer": data[:2000].decode(errors="replace"),
+                "body": (body or b"")[:20000].decode(errors="replace"),
             }
         )
         h.send_response(resp.status)

@@ -170,3 +170,39 @@ def test_the_mock_does_refuse_what_the_spec_forbids(prism):
     )
     resp = conn.getresponse()
     assert resp.status == 422, resp.read()
+
+
+def test_a_dpo_job_is_one_the_spec_allows(make_run, proxy):
+    """`distill train --method dpo`: the pairs upload and a job with method dpo and its beta."""
+    from test_pairs_dpo import preference_lines
+
+    run = make_run("prefs", pairs__jsonl=preference_lines(12))
+    r = train(run, proxy, "--method", "dpo", "--beta", "0.3", "--yes", "--no-wait")
+    assert r.exit_code == 0, r.output
+    ops = [operation(c["method"], c["path"]) for c in proxy.calls]
+    assert ops == [("POST", "/files"), ("POST", "/fine_tuning/jobs")]  # no validation file
+    assert_all_allowed(proxy)
+    body = json.loads(proxy.calls[-1]["body"])
+    assert body["method"]["type"] == "dpo"
+    assert body["method"]["dpo"]["hyperparameters"]["beta"] == 0.3
+    assert '"preferred_output"' in proxy.calls[0]["body"]  # the uploaded file is the pairs
+    assert (run.path / "train" / f"{MODEL}-dpo" / "job.json").exists()
+
+
+def test_the_mock_refuses_a_dpo_beta_out_of_range(prism):
+    """The DPO contract can fail too: beta above 2 is refused by the spec."""
+    u = urlsplit(prism.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    bad = {
+        "model": MODEL,
+        "training_file": "file-1",
+        "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 5}}},
+    }
+    conn.request(
+        "POST",
+        "/fine_tuning/jobs",
+        body=json.dumps(bad),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    resp = conn.getresponse()
+    assert resp.status == 422, resp.read()
