@@ -23,6 +23,7 @@ COMMANDS = {
     "pairs": "distill.commands.pairs:pairs",
     "train": "distill.commands.train:train",
     "eval": "distill.commands.evaluate:eval_",
+    "improve": "distill.commands.improve:improve",
     "status": "distill.commands.status:status",
     "run": "distill.commands.run:run",
     "export": "distill.commands.export:export",

@@ -194,14 +194,26 @@ class Run:
     def create(cls, name: str, outputs: Path | None = None) -> Run:
         """Create (or reopen) outputs/<name>/ and make it the current run."""
         root = outputs or OUTPUTS
-        run = cls(root / name)
+        run = cls.at(root / name)
+        run.make_current(root)
+        return run
+
+    @classmethod
+    def at(cls, path: Path) -> Run:
+        """Create (or reopen) a run folder at `path`, leaving the current run as it is."""
+        run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
         if not run.manifest_path.exists():
             atomic_write_json(
                 run.manifest_path,
-                {"name": name, "created": _now(), "config": {}, "inputs": {}, "stages": {}},
+                {
+                    "name": run.path.name,
+                    "created": _now(),
+                    "config": {},
+                    "inputs": {},
+                    "stages": {},
+                },
             )
-        run.make_current(root)
         return run
 
     @classmethod

@@ -36,7 +36,9 @@ class Stage:
 STAGES = (
     Stage("generate", (), ("generated.jsonl",)),
     Stage("dedupe", ("generated.jsonl",), ("deduped.jsonl",)),
-    Stage("split", ("deduped.jsonl", "review.jsonl"), ("train.jsonl", "eval.jsonl")),
+    Stage(
+        "split", ("deduped.jsonl", "review.jsonl", "improve.jsonl"), ("train.jsonl", "eval.jsonl")
+    ),
     Stage("train", ("train.jsonl", "eval.jsonl", "review.jsonl"), ()),
     Stage("eval", ("eval.jsonl", "train.jsonl"), ()),
 )

@@ -65,18 +65,24 @@ def input_path(run: Run) -> Path:
     )
 
 
+def review_paths(run: Run) -> list[Path]:
+    """The files under review: input_path(), then what `distill improve` added to train."""
+    added = run.file("improve.jsonl")
+    return [input_path(run), *([added] if added.exists() else [])]
+
+
 def load_examples(run: Run) -> list[Example]:
     """The examples under review, in file order."""
-    path = input_path(run)
     out: list[Example] = []
-    for n, rec in enumerate(read_jsonl(path), 1):
-        try:
-            out.append(Example.from_chat(rec))
-        except (ValidationError, KeyError, TypeError) as e:
-            raise InputError(
-                f"{path}: record {n} (id {rec.get('id', '?')}) is not a valid example "
-                f"({_one_line(e)}); fix the line or rerun the stage that wrote it"
-            ) from None
+    for path in review_paths(run):
+        for n, rec in enumerate(read_jsonl(path), 1):
+            try:
+                out.append(Example.from_chat(rec))
+            except (ValidationError, KeyError, TypeError) as e:
+                raise InputError(
+                    f"{path}: record {n} (id {rec.get('id', '?')}) is not a valid example "
+                    f"({_one_line(e)}); fix the line or rerun the stage that wrote it"
+                ) from None
     return out
 
 
@@ -104,7 +110,8 @@ def unreviewed_count(run: Run) -> int:
     decided = load_decisions(run)
     return sum(
         1
-        for rec in read_jsonl(input_path(run))
+        for path in review_paths(run)
+        for rec in read_jsonl(path)
         if (rec.get("id") or content_id(rec.get("messages") or [])) not in decided
     )
 

@@ -98,7 +98,7 @@ def review_gate(run: Run) -> ReviewGate | None:
             return by_content[rid]
         if originals is None:  # read the examples under review once, only when needed
             originals = {}
-            for name in ("deduped.jsonl", "generated.jsonl"):
+            for name in ("deduped.jsonl", "generated.jsonl", "improve.jsonl"):
                 if run.file(name).exists():
                     for rec in read_jsonl(run.file(name)):
                         if isinstance(rec.get("id"), str):

@@ -335,6 +335,11 @@ def _load(run: Run) -> list[dict[str, Any]]:
     return out
 
 
+def _improvements(run: Run) -> list[dict[str, Any]]:
+    path = run.file("improve.jsonl")
+    return list(read_jsonl(path)) if path.exists() else []
+
+
 def split_run(run: Run, config: SplitConfig) -> SplitResult:
     """deduped.jsonl (+ review.jsonl decisions) -> train.jsonl, eval.jsonl, split_report.json."""
     from distill.stages.review import apply_decisions, load_decisions
@@ -349,6 +354,11 @@ def split_run(run: Run, config: SplitConfig) -> SplitResult:
     except DistillError as e:
         run.record_stage(STAGE, "failed", error=str(e))
         raise
+    # what `distill improve` added goes to train only, so the held-out set stays the one
+    # split draws from deduped.jsonl
+    added, added_dropped = apply_decisions(_improvements(run), decisions)
+    result.train.extend(added)
+    dropped += added_dropped
     result.review_rejected = dropped
     report = result.report
     report["counts"] = {
@@ -357,6 +367,9 @@ def split_run(run: Run, config: SplitConfig) -> SplitResult:
         "review_edited": edited,
         **report["counts"],
     }
+    if added:
+        report["counts"]["train"] += len(added)
+        report["counts"]["improve"] = len(added)
     drop_stage_rejections(run, "review", "rejected in review")
     run.reject((rec, "review", reason) for rec, reason in dropped)
     _write(run, "train", result.train)

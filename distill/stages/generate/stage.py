@@ -54,10 +54,15 @@ def generate(
     *,
     backend: Backend | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    plan: list[PlanPoint] | None = None,
+    into: Run | None = None,
 ) -> GenerateResult:
     """Run (or resume) generation into outputs/<name>/ until --n conversations pass.
     `backend` overrides the teacher string (tests pass a FakeBackend). Nothing is created,
-    and the current run stays as it was, until every check before the first call passes."""
+    and the current run stays as it was, until every check before the first call passes.
+    `plan` replaces the planned points (`distill improve` plans its own, up to PLAN_LIMIT x n
+    in the order to try them) and `into` is a folder to write them to that does not become
+    the current run."""
     opts.validate()
     opts = opts.resolved()
     assert opts.n is not None and opts.teacher is not None
@@ -80,13 +85,18 @@ def generate(
             f"{teacher.ref}; pass --price-in and --price-out (USD per million prompt and "
             "completion tokens), or set price-in and price-out under [generate] in distill.toml"
         )
-    _check_same_plan(Run((opts.outputs or runs.OUTPUTS) / opts.run_name()), opts)
-    run = Run.create(opts.run_name(), outputs=opts.outputs)  # now the current run
+    _check_same_plan(into or Run((opts.outputs or runs.OUTPUTS) / opts.run_name()), opts)
+    if into is not None:
+        run = Run.at(into.path)
+    else:
+        run = Run.create(opts.run_name(), outputs=opts.outputs)  # now the current run
     _record_inputs(run, opts, str(teacher.ref))
     calls = CallLog(run.file("calls.sqlite"))
     try:
         most = PLAN_LIMIT * opts.n
-        if prompts is not None:  # the customer side is given: one point per message
+        if plan is not None:
+            plan = plan[:most]
+        elif prompts is not None:  # the customer side is given: one point per message
             plan = plan_from_prompts(prompts, most, opts.seed)
         else:
             axes, source = plan_axes(spec, seeds, teacher, calls, run.manifest.get("axes"))
