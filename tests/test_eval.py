@@ -636,6 +636,23 @@ def test_style_by_plan_axis_shows_where_the_student_is_weak(eval_run, monkeypatc
     assert [r["id"] for r in rows if r["kind"] == "example"] == ["id-0", "id-1", "id-2", "id-3"]
     html = (eval_run.path / "eval" / "fake-student" / "report.html").read_text()
     assert "Where the student is weak" in html and "plant care" in html
+    assert 'aria-label="style pass rate by topic"' in html  # the chart, one bar pair a topic
+    assert "win_rate_by_axis" not in report["metrics"]  # no judge, no win rate by topic
+
+    judged = ev.evaluate(
+        eval_run, judge="fake:judge", backends=fakes(), embedder=None, probe_path=eval_run.probe
+    )
+    win = {r["value"]: r for r in judged["metrics"]["win_rate_by_axis"]["topic"]}
+    rows = [r for r in read_jsonl(eval_run.path / "eval" / "fake-student" / "results.jsonl")]
+    for topic, row in win.items():  # the judge's points per topic, from the rows themselves
+        points = [
+            r["student_points"]
+            for r in rows
+            if r["kind"] == "example" and r["meta"].get("topic") == topic
+        ]
+        assert row["n"] == len(points) and row["student"]["mean"] == sum(points) / len(points)
+    html = (eval_run.path / "eval" / "fake-student" / "report.html").read_text()
+    assert "judge prefers student" in html.split("Where the student is weak")[1]
 
     monkeypatch.setattr(ev, "_default_factory", lambda base_url: fakes().__getitem__)
     monkeypatch.setattr(ev, "load_embedder", lambda: (None, "not in this test"))

@@ -162,30 +162,16 @@ def test_improve_round_from_the_cli_killed_then_resumed(tmp_path, tiny_model_dir
         "DISTILL_OUTPUTS": str(out),
         "DISTILL_CACHE": str(tmp_path / "cache"),
     }
+
+    def run_args(url: str) -> list[str]:
+        return [
+            "run", "--seeds", "seeds/greenleaf.jsonl", "--teacher", "openai:gpt-4o-mini",
+            "--base-url", url, "--student", f"local:{tiny_model_dir}", "--n", "40",
+            "--epochs", "1", "--eval-size", "12", "--probe-size", "8",
+        ]  # fmt: skip
+
     with FakeOpenAIServer(_responder, latency=0.05) as server:
-        first = _distill(
-            [
-                "run",
-                "--seeds",
-                "seeds/greenleaf.jsonl",
-                "--teacher",
-                "openai:gpt-4o-mini",
-                "--base-url",
-                server.url,
-                "--student",
-                f"local:{tiny_model_dir}",
-                "--n",
-                "40",
-                "--epochs",
-                "1",
-                "--eval-size",
-                "12",
-                "--probe-size",
-                "8",
-            ],
-            env,
-            tmp_path,
-        )
+        first = _distill(run_args(server.url), env, tmp_path)
         assert first.returncode == 0, first.stderr[-3000:]
         run = out / "greenleaf"
         eval_bytes = (run / "eval.jsonl").read_bytes()
@@ -208,41 +194,50 @@ def test_improve_round_from_the_cli_killed_then_resumed(tmp_path, tiny_model_dir
             body_key(b) for b in server.bodies if "exchanges" in json.dumps(request_schema(b))
         }
         assert writes and max(server.finished[k] for k in writes) == 1
-        print(done.stdout)
 
-    assert (run / "eval.jsonl").read_bytes() == eval_bytes  # the eval set is frozen
-    report = json.loads((run / "improve" / "round-1" / "report.json").read_text())
-    targets = set(report["targets"])
-    assert 1 <= len(targets) <= 3
-    added = _lines(run / "improve.jsonl")
-    assert len(added) == report["added"] > 0
-    assert {a["meta"]["topic"] for a in added} <= targets  # only where the student is weak
-    assert all(a["meta"]["source"] == "improve" and a["meta"]["round"] == 1 for a in added)
-    train_after = _lines(run / "train_ids.jsonl")
-    assert [r["id"] for r in train_after] == [r["id"] for r in train_before] + [
-        a["id"] for a in added
-    ]
-    assert len(_lines(run / "train.jsonl")) == len(train_after)
-    held_ids = {r["id"] for r in _lines(run / "eval_ids.jsonl")}
-    assert not held_ids & {a["id"] for a in added}
+        assert (run / "eval.jsonl").read_bytes() == eval_bytes  # the eval set is frozen
+        report = json.loads((run / "improve" / "round-1" / "report.json").read_text())
+        targets = set(report["targets"])
+        assert 1 <= len(targets) <= 3
+        added = _lines(run / "improve.jsonl")
+        assert len(added) == report["added"] > 0
+        assert {a["meta"]["topic"] for a in added} <= targets  # only where the student is weak
+        assert all(a["meta"]["source"] == "improve" and a["meta"]["round"] == 1 for a in added)
+        train_after = _lines(run / "train_ids.jsonl")
+        assert [r["id"] for r in train_after] == [r["id"] for r in train_before] + [
+            a["id"] for a in added
+        ]
+        assert len(_lines(run / "train.jsonl")) == len(train_after)
+        held_ids = {r["id"] for r in _lines(run / "eval_ids.jsonl")}
+        assert not held_ids & {a["id"] for a in added}
 
-    # the control got as many examples, spread over every cell, and a student of its own
-    control = _lines(run / "improve" / "round-1" / "control" / "added.jsonl")
-    assert len(control) == len(added)
-    assert (run / "improve" / "round-1" / "control" / "eval.jsonl").read_bytes() == eval_bytes
-    att = report["attribution"]
-    assert att["targeted_cells"]["n"] + att["elsewhere"]["n"] == report["held_out"] == 12
-    assert "control_gain" in att["targeted_cells"] and "round - control" in report["headline"]
-    rows = report["cells"]["topic"]
-    assert {r["value"] for r in rows if r["targeted"]} == targets & {r["value"] for r in rows}
-    assert "improve round 1" in done.stdout and "targeted cells" in done.stdout
+        # the control got as many examples, spread over every cell, and a student of its own
+        control = _lines(run / "improve" / "round-1" / "control" / "added.jsonl")
+        assert len(control) == len(added)
+        assert (run / "improve" / "round-1" / "control" / "eval.jsonl").read_bytes() == eval_bytes
+        att = report["attribution"]
+        assert att["targeted_cells"]["n"] + att["elsewhere"]["n"] == report["held_out"] == 12
+        assert "control_gain" in att["targeted_cells"] and "round - control" in report["headline"]
+        rows = report["cells"]["topic"]
+        assert {r["value"] for r in rows if r["targeted"]} == targets & {r["value"] for r in rows}
+        assert "improve round 1" in done.stdout and "targeted cells" in done.stdout
 
-    manifest = json.loads((run / "manifest.json").read_text())
-    (record,) = manifest["improve"]["rounds"]
-    assert record["added"] == len(added) and record["control"] is True
-    assert record["before"]["examples"] == record["after"]["examples"] == 12
-    (config,) = run.glob("train/*/config.json")
-    assert json.loads(config.read_text())["examples"]["train"] == len(train_after)  # retrained
+        manifest = json.loads((run / "manifest.json").read_text())
+        (record,) = manifest["improve"]["rounds"]
+        assert record["added"] == len(added) and record["control"] is True
+        assert record["before"]["examples"] == record["after"]["examples"] == 12
+        (config,) = run.glob("train/*/config.json")
+        assert json.loads(config.read_text())["examples"]["train"] == len(train_after)  # retrained
+
+        # `distill run --rounds 1` after it: every stage current (split again, as improve.jsonl
+        # is new to it, with the same eval set), training and the round done, nothing re-sent
+        asked = server.counts["requests"]
+        rerun = _distill([*run_args(server.url), "--rounds", "1"], env, tmp_path)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert "1 round(s) done already, skipped" in rerun.stderr
+        assert server.counts["requests"] == asked
+    assert (run / "eval.jsonl").read_bytes() == eval_bytes
+    assert [r["id"] for r in _lines(run / "train_ids.jsonl")] == [r["id"] for r in train_after]
 
     # a new split keeps the additions in train and draws the same eval set
     again = _distill(["split", "--eval-size", "12"], env, tmp_path)

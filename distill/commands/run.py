@@ -31,6 +31,7 @@ RUN_FLAGS = {
     "split": ("eval_size", "seed"),
     "train": ("student", "epochs", "seed", "yes"),
     "eval": ("judge", "probe_size"),
+    "improve": ("probe_size", "max_budget", "yes"),  # with --rounds
 }
 # stage flags that make no sense inside `distill run` (it picks the run and does the work)
 NOT_IN_RUN = {"run_dir", "dry_run", "input_path", "output_path", "attach", "cancel"}
@@ -97,6 +98,14 @@ NOT_IN_RUN = {"run_dir", "dry_run", "input_path", "output_path", "attach", "canc
     help="Eval: ask only N general-skills probe items (default: all).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Skip the hosted fine-tune's cost confirmation.")
+@click.option(
+    "--rounds",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Then R rounds of `distill improve` (generate more where the student fails, retrain, "
+    "re-evaluate); its other flags come from [improve] in distill.toml or DISTILL_IMPROVE_*.",
+)
 @click.pass_context
 def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
     """generate -> dedupe -> split -> train -> eval, skipping stages whose inputs are unchanged.
@@ -105,12 +114,15 @@ def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
     table; run's flags (and DISTILL_RUN_*, [run]) win over them at the same layer.
     """
     from distill import runs
-    from distill.errors import DistillError, InputError
+    from distill.errors import DistillError, InputError, UsageError
     from distill.stages.pipeline import pick_student, run_pipeline
     from distill.stages.review_gate import pending_review_line
 
     if not seeds.exists():
         raise InputError(f"{seeds}: seeds file not found; pass --seeds PATH to a chat JSONL")
+    rounds = int(ctx.params.get("rounds") or 0)
+    if rounds < 0:
+        raise UsageError("--rounds must be 0 or more")
     options = stage_options(ctx, seeds)
     gen = options["generate"]
     run_dir = runs.OUTPUTS / gen["name"]
@@ -138,6 +150,15 @@ def run(ctx: click.Context, seeds: Path, **_: Any) -> None:
         "generate": [gen["seeds"], gen["style"], *([gen["prompts"]] if gen["prompts"] else [])]
     }
     result = run_pipeline(invoke, lambda: runs.Run.open(run_dir), options, extra, say)
+    if rounds:
+        from distill.commands.improve import improve_and_print
+        from distill.stages.improve import rounds_done
+
+        if rounds_done(result) >= rounds:
+            say(f"[improve] {rounds_done(result)} round(s) done already, skipped")
+        while rounds_done(result) < rounds:
+            say(f"[improve {rounds_done(result) + 1}/{rounds}] improve ...")
+            improve_and_print(result, dict(options["improve"]))
     report = next(iter(sorted(result.path.glob("eval/*/report.html"))), None)
     click.echo(f"Done: {result.path}")
     if report:

@@ -4,7 +4,7 @@ gap and the general-skills probe, each with a bootstrap interval."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,11 +121,23 @@ def score(
             for i, sim in zip(paired, cosine(vecs, refs), strict=True):
                 results[i][who]["similarity"] = round(sim, 6)
         m["similarity"] = {**_compare(results, paired, "similarity"), "model": EMBEDDING_MODEL}
+        m["similarity_by_axis"] = by_axis(results, paired, "similarity")
     else:
         m["similarity"] = {"skipped": "no example where both models replied"}
 
     # judge
     m["win_rate"] = _judge(results, ans.verdicts, plan)
+    if "skipped" not in m["win_rate"]:
+        m["win_rate_by_axis"] = by_axis(
+            results,
+            paired,
+            "student_points",
+            lambda idx: {
+                "student": bootstrap(
+                    [results[i]["student_points"] for i in idx if "student_points" in results[i]]
+                ).to_dict()
+            },
+        )
 
     # overfitting: verbatim copies and the loss gap
     m["copying"] = _copying(run, results)
@@ -253,10 +265,17 @@ def _values(results: list[dict[str, Any]], idx: Sequence[int], who: str, key: st
 AXES = ("topic", "persona", "intent", "turns")
 
 
-def by_axis(results: list[dict[str, Any]], paired: list[int], key: str) -> dict[str, Any]:
+def by_axis(
+    results: list[dict[str, Any]],
+    paired: list[int],
+    key: str,
+    compare: Callable[[list[int]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """`key` per value of each plan axis the held-out examples record (topic, persona, intent,
     turns): where the student is weak. Weakest student rate first; intervals come with the
-    counts (a value with 2 examples says little)."""
+    counts (a value with 2 examples says little). `compare(indices)` replaces the student /
+    base comparison of `key` (the judge's points are per example, not per reply)."""
+    compare = compare or (lambda idx: _compare(results, idx, key))
     out: dict[str, Any] = {}
     for axis in AXES:
         groups: dict[str, list[int]] = {}
@@ -266,9 +285,7 @@ def by_axis(results: list[dict[str, Any]], paired: list[int], key: str) -> dict[
                 groups.setdefault(str(value), []).append(i)
         if len(groups) < 2:
             continue
-        rows = [
-            {"value": v, "n": len(idx), **_compare(results, idx, key)} for v, idx in groups.items()
-        ]
+        rows = [{"value": v, "n": len(idx), **compare(idx)} for v, idx in groups.items()]
         out[axis] = sorted(
             rows, key=lambda r: (r["student"]["mean"] is None, r["student"]["mean"] or 0)
         )

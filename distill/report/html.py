@@ -308,24 +308,87 @@ def _side_by_side(report: dict[str, Any]) -> str:
     )
 
 
+def axis_chart(axis: str, rows: list[dict[str, Any]], width: int = 560) -> str:
+    """Horizontal bars, one pair (student, base) per value of a plan axis, weakest student
+    first, with 95% interval whiskers: where the student is weak at a glance."""
+    label_w, pad_r, row_h, top = 190, 46, 26, 30
+    plot_w = width - label_w - pad_r
+    height = top + row_h * len(rows) + 10
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="style pass rate by {esc(axis)}">',
+        f'<text x="{label_w}" y="16" font-size="13" font-weight="600">style pass rate by '
+        f'{esc(axis)}: <tspan fill="{STUDENT}">student</tspan> / '
+        f'<tspan fill="{BASE}">base</tspan></text>',
+    ]
+    for i, r in enumerate(rows):
+        y0 = top + row_h * i
+        label = str(r["value"])
+        label = label if len(label) <= 28 else label[:27] + "…"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y0 + 14}" text-anchor="end" font-size="11">'
+            f"{esc(label)} (n={esc(r['n'])})</text>"
+        )
+        for k, (who, color) in enumerate((("student", STUDENT), ("base", BASE))):
+            e = r.get(who) or {}
+            if e.get("mean") is None:
+                continue
+            y = y0 + 3 + k * 10
+            parts.append(
+                f'<rect x="{label_w}" y="{y}" width="{plot_w * e["mean"]:.1f}" height="8" '
+                f'fill="{color}"/>'
+                f'<path d="M{label_w + plot_w * e["lo"]:.1f} {y + 4}H{label_w + plot_w * e["hi"]:.1f}"'
+                ' stroke="#1d2125" stroke-width="1"/>'
+            )
+        s_mean = (r.get("student") or {}).get("mean")
+        if s_mean is not None:
+            parts.append(
+                f'<text x="{label_w + plot_w + 4}" y="{y0 + 14}" font-size="11">'
+                f"{100 * s_mean:.0f}%</text>"
+            )
+    parts.append("</svg>")
+    return '<div class="chart">' + "".join(parts) + "</div>"
+
+
+def _more(extra: dict[str, Any], names: list[str], axis: str, row: dict[str, Any]) -> str:
+    """The similarity and win-rate cells of one axis value's row."""
+    out = ""
+    for name in names:
+        e = (extra[name][axis].get(row["value"]) or {}).get("student")
+        out += f"<td>{esc(_est(e, 1.0, '') if name == 'similarity' else _est(e))}</td>"
+    return out
+
+
 def _by_axis(m: dict[str, Any]) -> str:
-    """Style pass rate per plan axis value, weakest student rate first."""
+    """Per plan axis value: a chart and a table of the style pass rate (weakest student rate
+    first), with the similarity to the reference and the judge's win rate where measured."""
     axes = m.get("style_by_axis") or {}
     if not axes:
         return (
             "<p class='note'>The held-out examples record no plan axes (topic, persona, ...).</p>"
         )
+    extra = {
+        name: {a: {r["value"]: r for r in rows} for a, rows in (m.get(key) or {}).items()}
+        for name, key in (("similarity", "similarity_by_axis"), ("judge", "win_rate_by_axis"))
+    }
     parts = []
     for axis, rows in axes.items():
+        more = [name for name in extra if axis in extra[name]]
+        head = "".join(
+            f"<th>{'student similarity' if n == 'similarity' else 'judge prefers student'}</th>"
+            for n in more
+        )
+
         body = "".join(
             f"<tr><td>{esc(r['value'])}</td><td>{esc(r['n'])}</td>"
             f"<td>{esc(_est(r['student']))}</td><td>{esc(_est(r['base']))}</td>"
-            f"<td>{esc(_est(r['diff'], 100.0, ' pts'))}</td></tr>"
+            f"<td>{esc(_est(r['diff'], 100.0, ' pts'))}</td>{_more(extra, more, axis, r)}</tr>"
             for r in rows
         )
         parts.append(
-            f"<h3>by {esc(axis)}</h3><table><tr><th>{esc(axis)}</th><th>examples</th>"
-            "<th>student</th><th>base</th><th>student - base</th></tr>" + body + "</table>"
+            f"<h3>by {esc(axis)}</h3>{axis_chart(axis, rows)}<table><tr><th>{esc(axis)}</th>"
+            "<th>examples</th><th>student</th><th>base</th><th>student - base</th>"
+            f"{head}</tr>" + body + "</table>"
         )
     return "".join(parts)
 
