@@ -236,6 +236,8 @@ def test_improve_round_from_the_cli_killed_then_resumed(tmp_path, tiny_model_dir
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert "1 round(s) done already, skipped" in rerun.stderr
         assert server.counts["requests"] == asked
+        status = _distill(["status"], env, tmp_path)
+        assert "improve 1" in status.stdout and "with a uniform control" in status.stdout
     assert (run / "eval.jsonl").read_bytes() == eval_bytes
     assert [r["id"] for r in _lines(run / "train_ids.jsonl")] == [r["id"] for r in train_after]
 
@@ -244,3 +246,31 @@ def test_improve_round_from_the_cli_killed_then_resumed(tmp_path, tiny_model_dir
     assert again.returncode == 0, again.stderr[-2000:]
     assert (run / "eval.jsonl").read_bytes() == eval_bytes
     assert {a["id"] for a in added} <= {r["id"] for r in _lines(run / "train_ids.jsonl")}
+
+
+def test_candidates_are_customer_messages_neither_answered_nor_held_out(make_run, tmp_path, style):
+    from distill.runs import atomic_write_jsonl
+    from distill.stages.improve.planning import candidates
+
+    prompts = tmp_path / "customers.jsonl"
+    topics = ["late order", "late order", "repotting", "repotting", "refunds"]
+    atomic_write_jsonl(
+        prompts,
+        [
+            {"messages": [{"role": "user", "content": f"question {i} about {t}"}],
+             "meta": {"topic": t}}
+            for i, t in enumerate(topics)
+        ],
+    )  # fmt: skip
+    held = {"messages": [{"role": "user", "content": "Question 3 about  repotting"},
+                         {"role": "assistant", "content": "Happy to help!"}]}  # fmt: skip
+    run = make_run("cands", eval__jsonl=[held])
+    run.update_manifest(
+        inputs={"customers": {"path": str(prompts)}},
+        plan=[{"plan_index": 0, "topic": "late order", "prompt": 0}],
+    )
+    earlier = [[{"plan_index": 0, "topic": "refunds", "prompt": 4}]]
+    got = candidates(run, style, axis="topic", wanted=10, seed=0, round_no=2, earlier=earlier)
+    # 0 answered by the run, 4 by an earlier round, 3 held out (same words, other case/spaces)
+    assert sorted(p.prompt for p in got) == [1, 2]
+    assert {p.prompt: p.topic for p in got} == {1: "late order", 2: "repotting"}

@@ -44,6 +44,14 @@ def status(run_dir, fmt: str) -> None:
             if k not in ("status", "at") and not isinstance(v, (dict, list))
         )
         table.add_row(name, str(info.get("status", "?")), details)
+    for r in (m.get("improve") or {}).get("rounds") or []:
+        table.add_row(
+            f"improve {r.get('round')}",
+            "done",
+            f"{r.get('added')} added in {r.get('axis')} cells {', '.join(r.get('targets') or [])}"
+            f"{' (with a uniform control)' if r.get('control') else ''}, "
+            f"spend_usd={r.get('spend_usd')}; {r.get('headline')}",
+        )
     console = Console()
     console.print(table)
     if pending:

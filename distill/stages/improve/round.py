@@ -119,7 +119,7 @@ def improve_round(
                 "to find where it is weak"
             )
         n = opts.n or max(20, _count(run.file("train.jsonl")) // 2)
-        earlier = [_read_json(p)["plan"] for p in _earlier_rounds(run, round_no)]
+        earlier = [Run(p.parent).manifest.get("plan") or [] for p in _earlier_rounds(run, round_no)]
         pool = candidates(
             run,
             spec,
@@ -435,10 +435,11 @@ def _spent(folder: Path) -> float:
 
 
 def _earlier_rounds(run: Run, round_no: int) -> list[Path]:
+    """Earlier rounds' targeted branches (their examples are in train; the control's are not)."""
     return [
         p
         for k in range(1, round_no)
-        if (p := run.path / "improve" / f"round-{k}" / "round.json").exists()
+        if (p := run.path / "improve" / f"round-{k}" / "targeted" / "manifest.json").exists()
     ]
 
 
