@@ -45,15 +45,28 @@ STUDENT = ("gguf", "transformers")  # distill.export.student.STUDENT_FORMATS
     help="gguf: the GGUF the student's base model folder was converted from (found by itself "
     "for an embedded model such as local:smollm2-135m).",
 )
+@click.option(
+    "--gguf-type",
+    type=click.Choice(["f16", "f32"]),
+    default="f16",
+    show_default=True,
+    help="gguf: how the merged matrices are stored (norms are always f32).",
+)
 def export(
     run_dir: Path | None,
     fmt: str,
     out: Path | None,
     license_: str,
     base_gguf: Path | None,
+    gguf_type: str,
 ) -> None:
     """Write the run's train and held-out examples, or its trained local student, for use
     outside distill.
+
+    The student (gguf, transformers) is the LoRA adapter of `distill train --student local:...`
+    merged into its base: one GGUF that llama.cpp, Ollama and LM Studio load, with a Modelfile
+    (TEMPLATE and stop tokens from the chat template, SYSTEM from the style spec), or a folder
+    that transformers and vLLM load.
 
     Datasets hold what training reads: train.jsonl and eval.jsonl with the current review
     decisions applied (rejected examples left out, edits as edited); the held-out split is
@@ -80,4 +93,17 @@ def export(
         if not done.valid:
             raise click.exceptions.Exit(1)
         return
-    raise click.UsageError(f"--format {fmt} is not available yet")
+    from distill.export.student import export_student
+    from distill.lora.outputs import ollama_name
+
+    done = export_student(run, fmt, out, base_gguf=base_gguf, dtype=gguf_type)
+    for note in done.notes:
+        click.echo(note)
+    click.echo(f"exported the student as {fmt} to {done.folder}")
+    for f in done.files:
+        click.echo(f"  {f}")
+    if fmt == "gguf":
+        name = ollama_name(run, run.stage("train").get("base", "local:student").split(":", 1)[1])
+        click.echo(f"serve it with Ollama: ollama create {name} -f {done.folder / 'Modelfile'}")
+    else:
+        click.echo(f"load it with: AutoModelForCausalLM.from_pretrained({str(done.folder)!r})")
