@@ -1,3 +1,3 @@
 """The parts of local LoRA training (the stage itself is distill.stages.train_local): the
 config, the data and its batches, the training loop, checkpoints, and what is written at the
-end (adapter folder, Modelfile, loss curve)."""
+end (adapter folder, loss curve)."""

@@ -1,5 +1,6 @@
 """What a local run leaves in train/local-<model>/ besides the adapter: config.json's result
-(how a rerun knows it is done), the Modelfile for Ollama, the loss curve, a merged model."""
+(how a rerun knows it is done), the loss curve, a merged model, and the line that says how to
+serve it (`distill export --format gguf`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from distill.errors import require
 from distill.lora.checkpoint import replace_dir
-from distill.runs import Run, atomic_write_text, read_jsonl
+from distill.runs import Run, read_jsonl
 
 
 def student_slug(name: str) -> str:
@@ -52,13 +53,11 @@ def merge_saved(out: Path, base_dir: Path) -> Path:
     return (out / "merged").resolve()
 
 
-def write_modelfile(out: Path, base_dir: Path) -> None:
-    atomic_write_text(
-        out / "Modelfile",
-        "# Ollama: the base model's weights plus the LoRA adapter trained by distill.\n"
-        f"FROM {base_dir}\n"
-        "ADAPTER ./adapter\n",
-    )
+def drop_modelfile(out: Path) -> None:
+    """Earlier versions wrote out/Modelfile as `FROM <HF folder>` + `ADAPTER ./adapter`, which
+    Ollama does not load (its import finds no weights in a PEFT folder). `distill export
+    --format gguf` writes one beside a GGUF that does, so a stale one here is removed."""
+    (out / "Modelfile").unlink(missing_ok=True)
 
 
 def ollama_name(run: Run, name: str) -> str:
@@ -67,7 +66,8 @@ def ollama_name(run: Run, name: str) -> str:
 
 def print_ollama(console: Any, run: Run, name: str, out: Path) -> None:
     console.print(
-        f"to serve it with Ollama: ollama create {ollama_name(run, name)} -f {out / 'Modelfile'}",
+        f"to serve it with Ollama or llama.cpp: distill export --format gguf --run {run.path} "
+        f"(one GGUF and a Modelfile for `ollama create {ollama_name(run, name)} -f ...`)",
         soft_wrap=True,
     )
 

@@ -56,7 +56,7 @@ def train_dpo_local(run: Run, name: str, reference: str | None, **opts: Any) -> 
 
     from distill import local_model
     from distill.lora.dpo import DPOTrainConfig, encode_pairs, train_dpo
-    from distill.lora.outputs import finished, student_slug, write_modelfile
+    from distill.lora.outputs import drop_modelfile, finished, student_slug
 
     console = Console(stderr=True, highlight=False)
     if opts.get("attach") or opts.get("cancel"):
@@ -162,7 +162,7 @@ def train_dpo_local(run: Run, name: str, reference: str | None, **opts: Any) -> 
         "student_model": f"local:{adapter}",
         **summary,
     }
-    write_modelfile(out, base_dir)
+    drop_modelfile(out)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     config["result"] = result
     atomic_write_json(out / "config.json", config)

@@ -35,13 +35,13 @@ from distill.lora.loop import fmt_loss
 from distill.lora.loop import train as train_loop
 from distill.lora.model import add_lora, evaluate, loss_sum, resolve_precision
 from distill.lora.outputs import (
+    drop_modelfile,
     finished,
     merge_saved,
     ollama_name,
     plot_losses,
     print_ollama,
     student_slug,
-    write_modelfile,
 )
 from distill.runs import Run, atomic_write_json, sha256_file, sha256_text
 from distill.validation.tally import default_epochs
@@ -155,7 +155,7 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
         run.record_stage("train", status, error=f"{type(e).__name__}: {e}"[:300])
         raise
 
-    # 5. outputs: adapter (best epoch), Modelfile, loss curve, manifest
+    # 5. outputs: adapter (best epoch), loss curve, manifest
     adapter = (out / "adapter").resolve()
     adapter_sha = sha256_file(adapter / "adapter_model.safetensors")
     result = {
@@ -171,7 +171,7 @@ def train_local(run: Run, name: str, **opts: Any) -> dict[str, Any]:
     }
     if summary.get("merged"):
         result["merged"] = str((out / "merged").resolve())
-    write_modelfile(out, base_dir)
+    drop_modelfile(out)
     plot_losses(out)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     config["result"] = result
