@@ -11,6 +11,7 @@ without its card.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from collections import Counter
@@ -131,6 +132,9 @@ class export_folder:  # noqa: N801 - used as a context manager, reads like one
             )
         t.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(dir=t.parent, prefix=f".{t.name}."))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # a folder to share, not mkdtemp's private 0700
         return self.tmp
 
     def __exit__(self, kind: Any, *_: Any) -> None:
