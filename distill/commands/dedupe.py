@@ -51,6 +51,34 @@ from distill.commands.options import run_option
     help="Keep the LSH index in Redis (datasketch storage) instead of memory.",
 )
 @click.option(
+    "--index",
+    default=None,
+    metavar="redis://HOST:PORT/NAME",
+    help="A dedupe index many runs and machines share: this input is checked against every "
+    "earlier shard in it and added to it (README: a dedupe index many machines share).",
+)
+@click.option(
+    "--against",
+    is_flag=True,
+    default=False,
+    help="With --index: check against everything indexed without adding this input.",
+)
+@click.option(
+    "--index-wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seconds to wait for earlier shards to finish indexing; 0: no limit.",
+)
+@click.option(
+    "--drop-shard",
+    type=click.IntRange(min=1),
+    default=None,
+    expose_value=False,
+    callback=lambda ctx, _p, v: ctx.meta.__setitem__("drop_shard", v),
+    help="With --index: leave shard N (one that never finished) out of later runs, and exit.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=0),
     default=0,
@@ -81,6 +109,9 @@ def dedupe(
     seeds: Path | None,
     include_seeds: bool,
     lsh_storage: str | None,
+    index: str | None,
+    against: bool,
+    index_wait: float,
     workers: int,
     input_path: Path | None,
     output_path: Path | None,
@@ -93,7 +124,7 @@ def dedupe(
     """
     from distill.errors import UsageError
     from distill.runs import Run
-    from distill.stages.dedupe import DedupeConfig, dedupe_file, dedupe_run
+    from distill.stages.dedupe import DedupeConfig, dedupe_file, dedupe_run, drop_shard
 
     config = DedupeConfig(
         threshold=threshold,
@@ -101,8 +132,19 @@ def dedupe(
         ngram=ngram,
         include_seeds=include_seeds,
         lsh_storage=lsh_storage,
+        index=index,
+        against=against,
+        index_wait=index_wait,
         workers=workers,
     )
+    drop = click.get_current_context().meta.get("drop_shard")
+    if drop is not None:
+        if index is None:
+            raise UsageError("--drop-shard needs --index redis://HOST:PORT/NAME")
+        click.echo(drop_shard(index, drop))
+        return
+    if against and index is None:
+        raise UsageError("--against needs --index redis://HOST:PORT/NAME to check against")
     if (input_path is None) != (output_path is None):
         raise UsageError("--input and --output go together: pass both, or neither to use the run")
     if input_path is not None and output_path is not None:
@@ -128,6 +170,8 @@ def _print(result) -> None:  # noqa: ANN001 - DedupeResult, imported lazily
     table.add_row("exact duplicates removed", str(result.exact))
     table.add_row("near-duplicates removed", str(result.near))
     table.add_row("near-copies of seeds removed", str(result.seed_copies))
+    if result.index_name:
+        table.add_row("duplicates of earlier shards removed", str(result.indexed))
     if result.invalid:
         table.add_row("not chat examples (removed)", str(result.invalid))
     table.add_row("kept", str(result.kept), style="bold")
@@ -145,6 +189,9 @@ def _print(result) -> None:  # noqa: ANN001 - DedupeResult, imported lazily
         console.print(
             f"  {c['size']} examples, kept {c['kept']}: {c['kept_text'][:40]}...", markup=False
         )
+    if result.index_name:
+        where = f"shard {result.shard}" if result.shard else "checked against it, not added"
+        console.print(f"index {result.index_name}: {where}", markup=False)
     for w in result.warnings:
         console.print(f"warning: {w}", style="yellow", markup=False)
     console.print(

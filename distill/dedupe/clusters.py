@@ -79,9 +79,10 @@ def confirm(job: Job, pairs: np.ndarray) -> None:
                     flush()
         flush()
 
+    settle = _settle_earliest if job.shared is not None else _settle
     for group in uf.groups().values():
         ords = sorted(members_of[g] for g in group)
-        _settle(job, ords, edges, snippets)
+        settle(job, ords, edges, snippets)
 
 
 def _settle(
@@ -129,3 +130,43 @@ def _settle(
         "_texts": [snippets.get(o, "") for o in [keep[0], *removed[:3]]],
     }
     job.clusters.append(cluster)
+
+
+def _settle_earliest(
+    job: Job,
+    ords: list[int],
+    edges: dict[int, list[tuple[float, int]]],
+    snippets: dict[int, str],
+) -> None:
+    """With a shared index: an example is removed iff an earlier one (kept or removed) is a
+    confirmed near-duplicate of it; a seed stays (only an exact copy removes it). Unlike the
+    cluster rule this depends on nothing but which examples come earlier, so shards on other
+    machines decide it the same way (distill.dedupe.earlier)."""
+    kept: list[int] = []
+    removed, scores = [], []
+    for o in ords:
+        earlier = [(j, k) for j, k in edges[o] if k < o]
+        if job.is_seed[o] or not earlier:
+            kept.append(o)
+            continue
+        j, k = max(earlier)
+        if job.is_seed[k]:
+            job.removed[o] = f"near-copy of seed {job.ids[k]} (jaccard {j:.2f})"
+            job.result.seed_copies += 1
+        else:
+            job.removed[o] = f"near-duplicate of {job.ids[k]} (jaccard {j:.2f})"
+            job.result.near += 1
+        removed.append(o)
+        scores.append(round(j, 4))
+    job.clusters.append(
+        {
+            "kind": "near",
+            "kept": job.ids[kept[0]],  # the first example is always kept
+            "also_kept": [job.ids[k] for k in kept[1:]],
+            "removed": [job.ids[o] for o in removed],
+            "jaccard": scores,  # each removed one's Jaccard to the earlier example its reason names
+            "size": len(ords),
+            "has_seed": any(job.is_seed[o] for o in ords),
+            "_texts": [snippets.get(o, "") for o in [kept[0], *removed[:3]]],
+        }
+    )

@@ -13,6 +13,7 @@ import numpy as np
 
 from distill.dedupe.job import Job, is_chat, record_id
 from distill.dedupe.redis_lsh import RedisLsh
+from distill.dedupe.shared_index import pack_text
 from distill.minhash import band_keys, candidate_pairs, estimate_jaccard, example_text, signatures
 from distill.progress import progress
 from distill.runs import parse_jsonl_line
@@ -33,12 +34,13 @@ class Hashed:
     keys: np.ndarray
     low: np.ndarray
     sigs: np.ndarray | None
+    texts: list[bytes] | None  # compressed normalised texts per row, to put in a shared index
     read: int  # bytes of the input read up to the chunk's end
 
 
 def hash_chunk(task: tuple[list[Line], tuple[int, ...], int]) -> Hashed:
     """Parse, normalise and MinHash a chunk of lines (runs in a worker process when asked)."""
-    chunk, (num_perm, seed, ngram, bands, rows, full), read = task
+    chunk, (num_perm, seed, ngram, bands, rows, full, packed), read = task
     ids: list[str] = []
     digests: list[bytes | None] = []
     problems: dict[int, str] = {}
@@ -68,6 +70,7 @@ def hash_chunk(task: tuple[list[Line], tuple[int, ...], int]) -> Hashed:
         keys=band_keys(sigs, bands, rows),
         low=np.ascontiguousarray((sigs & np.uint32(0xFF)).astype(np.uint8).T),
         sigs=sigs if full else None,
+        texts=[pack_text(t) for t in texts] if packed else None,
         read=read,
     )
 
@@ -91,6 +94,7 @@ def index(job: Job) -> np.ndarray:
         job.params.bands,
         job.params.rows,
         redis_lsh is not None,
+        job.shared is not None and not cfg.against,
     )
     tasks = ((chunk, knobs, read) for chunk, read in _chunks(job))
     workers = _workers(job, size)
@@ -107,7 +111,8 @@ def index(job: Job) -> np.ndarray:
             ordinal = 0
             for h in hashed:
                 meter.update(h.read)
-                keep: list[int] = []
+                keep: list[int] = []  # rows of the chunk's signatures that are first copies
+                picked: list[int] = []  # their positions in the chunk
                 ords: list[int] = []
                 for k, (rid, digest, is_seed) in enumerate(
                     zip(h.ids, h.digests, h.seeds, strict=True)
@@ -126,6 +131,7 @@ def index(job: Job) -> np.ndarray:
                     else:
                         first[digest] = ordinal
                         keep.append(h.rows[k])
+                        picked.append(k)
                         ords.append(ordinal)
                     ordinal += 1
                 if not ords:
@@ -136,6 +142,16 @@ def index(job: Job) -> np.ndarray:
                     redis_pairs.extend(redis_lsh.add_batch(ords, h.sigs[:, keep]))
                 else:
                     key_blocks.append(h.keys[keep])
+                if job.shared is not None and h.texts is not None:
+                    job.shared.add(
+                        ords,
+                        [job.ids[o] for o in ords],
+                        [bool(job.is_seed[o]) for o in ords],
+                        [h.digests[k] or b"" for k in picked],
+                        h.low[keep],
+                        h.keys[keep],
+                        [h.texts[r] for r in keep],
+                    )
     finally:
         if pool is not None:
             pool.terminate()
@@ -159,9 +175,13 @@ def index(job: Job) -> np.ndarray:
         result.candidate_pairs = len(rows)
         rows = rows[close(rows)]
     else:
-        seen = [0]
-        rows = candidate_pairs(np.concatenate(key_blocks), close, seen)
+        keys = np.concatenate(key_blocks)
         key_blocks.clear()
+        if job.shared is not None:
+            job.local = (ords_all, keys, low)  # looked up in the index after this pass
+        seen = [0]
+        rows = candidate_pairs(keys, close, seen)
+        del keys
         result.candidate_pairs = seen[0]
     return ords_all[rows]
 

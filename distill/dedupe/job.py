@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from distill.minhash import DEFAULT_NUM_PERM, DEFAULT_SEED, NGRAM, LshParams, lsh_params
 from distill.records import content_id
 from distill.runs import jsonl_lines
+
+if TYPE_CHECKING:
+    from distill.dedupe.shared_index import SharedIndex
 
 STAGE = "dedupe"
 DEFAULT_THRESHOLD = 0.8
@@ -29,6 +34,11 @@ class DedupeConfig:
     lsh_storage: str | None = None  # None: in memory; "redis://HOST:PORT"
     batch_size: int = BATCH
     workers: int = 0  # hashing processes; 0: every core when the input is over 32 MB
+    index: str | None = (
+        None  # a shared index, "redis://HOST:PORT/NAME" (distill.dedupe.shared_index)
+    )
+    against: bool = False  # with index: check against it without adding this input
+    index_wait: float = 0.0  # seconds to wait for earlier shards to finish indexing; 0: no limit
     # (false positive, false negative) weights for datasketch's optimiser: candidates are confirmed
     # with exact Jaccard, so a false positive costs one comparison and a false negative a kept
     # duplicate; weighting misses 9:1 gives 14 bands x 9 rows at 0.8 (0.87 chance at J = 0.8)
@@ -49,6 +59,9 @@ class DedupeResult:
     candidate_pairs: int = 0  # pairs sharing an LSH bucket (counted once per shared band)
     estimated_pairs: int = 0  # of those, with a MinHash estimate near the threshold or above
     confirmed_pairs: int = 0
+    indexed: int = 0  # removed as duplicates of examples in earlier shards of the index
+    shard: int = 0  # this input's position in the index (0: --against, or no index)
+    index_name: str | None = None
     params: LshParams | None = None
     output: Path | None = None
     rejected: Path | None = None
@@ -61,7 +74,7 @@ class DedupeResult:
 
     @property
     def removed(self) -> int:
-        return self.invalid + self.exact + self.near + self.seed_copies
+        return self.invalid + self.exact + self.near + self.seed_copies + self.indexed
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,10 @@ class Job:
         t = config.threshold
         self.estimate_floor = max(0.0, t - 4.5 * (t * (1 - t) / config.num_perm) ** 0.5)
         self.clusters: list[dict[str, Any]] = []
+        self.shared: SharedIndex | None = None  # --index, opened by the stage
+        # with an index: each hashed example's ordinal, band keys and 8-bit signature, kept
+        # after pass 1 to look it up in the index
+        self.local: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def input_bytes(self) -> int:

@@ -108,6 +108,7 @@ def report(job: Job) -> dict[str, Any]:
             "include_seeds": job.cfg.include_seeds,
             "lsh_storage": redact(job.cfg.lsh_storage) or "memory",
             "representative": "every seed in a cluster, else the first example in input order",
+            **(_index_parameters(job) if job.shared is not None else {}),
         },
         "lsh": {
             **job.params.describe(),
@@ -127,8 +128,23 @@ def report(job: Job) -> dict[str, Any]:
             "candidate_pairs": r.candidate_pairs,
             "compared_exactly": r.estimated_pairs,
             "confirmed_pairs": r.confirmed_pairs,
+            **({"duplicates_in_index": r.indexed} if job.shared is not None else {}),
             "clusters": len(job.clusters),
         },
         "largest_clusters": largest,
         "clusters": clusters + exact_clusters(job),
+    }
+
+
+def _index_parameters(job: Job) -> dict[str, Any]:
+    shared = job.shared
+    assert shared is not None
+    return {
+        "index": redact(job.cfg.index),
+        "index_shard": shared.position or None,
+        "against": job.cfg.against,
+        "compared_with_shards": sorted(shared.visible),
+        "representative": "an example is removed iff an earlier one (earlier in this input, "
+        "seeds first, or in an earlier shard of the index; kept or removed) has the same text "
+        "or is a confirmed near-duplicate; a seed only for an exact copy",
     }

@@ -32,34 +32,12 @@ class RedisLsh:
         }
         self.perms = permutations(params.num_perm, seed)
         self.seed = seed
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            self.client = redis.Redis(
-                host=host,
-                port=port,
-                db=db,
-                password=password,
-                socket_connect_timeout=5,
-                retry=Retry(NoBackoff(), 0),
-            )
-            self.client.ping()
-            self.lsh = MinHashLSH(
-                num_perm=params.num_perm,
-                params=(params.bands, params.rows),
-                storage_config=self.config,
-            )
-        except ImportError:
-            raise UsageError(
-                "--lsh-storage redis:// needs the redis package: pip install 'distill[redis]'"
-            ) from None
-        except Exception as e:  # redis.ConnectionError and friends
-            raise UsageError(
-                f"--lsh-storage {redact(url)}: cannot use Redis ({type(e).__name__}: {e}); "
-                "start redis-server there (password: REDIS_PASSWORD) or drop --lsh-storage"
-            ) from None
+        self.client = connect(url, "--lsh-storage", host, port, db)
+        self.lsh = MinHashLSH(
+            num_perm=params.num_perm,
+            params=(params.bands, params.rows),
+            storage_config=self.config,
+        )
 
     def add_batch(self, ordinals: list[int], sigs: np.ndarray) -> list[tuple[int, int]]:
         """Insert a batch of documents and return (earlier, later) candidate pairs."""
@@ -93,6 +71,36 @@ class RedisLsh:
                 self.client.delete(*keys[i : i + 1000])
         except Exception:  # cleaning up is best effort; the keys carry a unique prefix
             pass
+
+
+def connect(url: str, flag: str, host: str, port: int, db: int):  # noqa: ANN201 - redis.Redis
+    """A Redis client that has answered a PING, or one line saying why not. The password comes
+    from the URL or, better, the REDIS_PASSWORD environment variable."""
+    password = urlparse(url).password or os.environ.get("REDIS_PASSWORD") or None
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:
+        raise UsageError(
+            f"{flag} redis:// needs the redis package: pip install 'distill[redis]'"
+        ) from None
+    client = redis.Redis(
+        host=host,
+        port=port,
+        db=db,
+        password=password,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        client.ping()
+    except redis.RedisError as e:  # ConnectionError, AuthenticationError and friends
+        raise UsageError(
+            f"{flag} {redact(url)}: cannot use Redis ({type(e).__name__}: {e}); "
+            f"start redis-server there (password: REDIS_PASSWORD) or drop {flag}"
+        ) from None
+    return client
 
 
 def parse_redis_url(url: str) -> tuple[str, int, int]:

@@ -16,12 +16,15 @@ settled here), confirm candidates (only their lines are parsed again), write. Me
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
-from distill.dedupe import clusters, index, output
+from distill.dedupe import clusters, earlier, index, output
 from distill.dedupe.job import STAGE, DedupeConfig, DedupeResult, Job, Source
+from distill.dedupe.redis_lsh import redact
+from distill.dedupe.shared_index import SharedIndex
 from distill.errors import DistillError, InputError, UsageError
 from distill.minhash import (
     LshParams,
@@ -41,7 +44,7 @@ from distill.minhash import (
     signatures,
 )
 from distill.rejections import drop_stage_rejections
-from distill.runs import Run, atomic_file, atomic_write_json, atomic_write_jsonl
+from distill.runs import Run, atomic_file, atomic_write_json, atomic_write_jsonl, sha256_file
 
 
 def _dedupe(
@@ -50,20 +53,85 @@ def _dedupe(
     """The three passes, timed; returns the job, the rejected rows and the report."""
     job = Job(sources, config)
     seconds = job.result.seconds
-    t0 = time.perf_counter()
-    pairs = index.index(job)
-    seconds["hash_and_index"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    clusters.confirm(job, pairs)
-    seconds["confirm"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rows: list[tuple[dict[str, Any], str, str]] = []
-    with atomic_file(out_path) as out:
-        output.write(job, out, rows)
-    seconds["write"] = time.perf_counter() - t0
+    if config.index:
+        job.shared = open_index(job, sources)
+    try:
+        t0 = time.perf_counter()
+        try:
+            pairs = index.index(job)
+        except DistillError as e:
+            if job.shared is not None and not config.against:
+                job.shared.mark("failed", error=str(e))  # later shards wait and name it
+            raise
+        seconds["hash_and_index"] = time.perf_counter() - t0
+        if job.shared is not None and not config.against:
+            job.shared.mark("indexed")  # every example of this shard is in the index now
+        t0 = time.perf_counter()
+        clusters.confirm(job, pairs)
+        seconds["confirm"] = time.perf_counter() - t0
+        if job.shared is not None:
+            t0 = time.perf_counter()
+            job.shared.wait_for_earlier(config.index_wait)
+            seconds["wait_for_earlier_shards"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            earlier.check(job)
+            seconds["check_index"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows: list[tuple[dict[str, Any], str, str]] = []
+        with atomic_file(out_path) as out:
+            output.write(job, out, rows)
+        seconds["write"] = time.perf_counter() - t0
+        if job.shared is not None and not config.against:
+            job.shared.mark("done", kept=job.result.kept, removed=job.result.removed)
+    finally:
+        if job.shared is not None:
+            job.shared.close()
     report = output.report(job)
     report["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return job, rows, report
+
+
+def open_index(job: Job, sources: list[Source]) -> SharedIndex:
+    """Connect to --index, check its MinHash settings and take this input's place in it: a
+    rerun of the same input (same files, same content) gets the place it had before."""
+    cfg = job.cfg
+    if cfg.lsh_storage:
+        raise UsageError("--index and --lsh-storage exclude each other; the index is an LSH itself")
+    settings = {
+        "layout": 1,
+        "text": "normalised (NFKC, case-folded, whitespace collapsed) user and assistant turns",
+        "threshold": cfg.threshold,
+        "num_perm": cfg.num_perm,
+        "seed": cfg.seed,
+        "ngram": cfg.ngram,
+        "bands": job.params.bands,
+        "rows": job.params.rows,
+        "weights": list(cfg.weights),
+    }
+    assert cfg.index is not None
+    shared = SharedIndex(cfg.index, settings, cfg.against)
+    label = str(sources[-1].path.resolve())
+    h = hashlib.sha256(label.encode())
+    for src in sources:
+        h.update(f"\n{src.is_seed}:{sha256_file(src.path)}".encode())
+    try:
+        shared.open(h.hexdigest(), label)
+    except BaseException:
+        shared.close()
+        raise
+    job.result.shard, job.result.index_name = shared.position, shared.name
+    return shared
+
+
+def drop_shard(url: str, position: int) -> str:
+    """Mark shard `position` of the index dropped: later shards neither wait for it nor compare
+    against it (for a shard that failed or was killed and will not be rerun as it was)."""
+    shared = SharedIndex(url, {}, against=True, check=False)
+    try:
+        shared.drop(position)
+    finally:
+        shared.close()
+    return f"index {shared.name}: shard {position} dropped; later runs leave it out"
 
 
 def seeds_path_for(run: Run, seeds: Path | None) -> Path | None:
@@ -128,6 +196,11 @@ def dedupe_run(run: Run, config: DedupeConfig, seeds: Path | None = None) -> Ded
         num_perm=config.num_perm,
         bands=job.params.bands,
         rows=job.params.rows,
+        **(
+            {"index": redact(config.index), "index_shard": r.shard, "in_index": r.indexed}
+            if config.index
+            else {}
+        ),
     )
     return r
 
@@ -182,6 +255,7 @@ __all__ = [  # the MinHash names stay importable from here for older callers
     "candidate_pairs",
     "dedupe_file",
     "dedupe_run",
+    "drop_shard",
     "drop_stage_rejections",
     "estimate_jaccard",
     "example_text",
