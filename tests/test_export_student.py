@@ -162,28 +162,24 @@ def prompt_ids(tok) -> list[int]:
     return tok.apply_chat_template(held_out, add_generation_prompt=True, tokenize=True)["input_ids"]
 
 
-def test_gguf_export_reads_back_as_the_student(trained, tiny_base, tmp_path):
+@pytest.fixture(scope="module")
+def exported(trained, tiny_base, tmp_path_factory) -> tuple[Path, str]:
+    """(folder, output) of `distill export --format gguf` of the trained tiny student."""
+    base_gguf, _ = tiny_base
+    out = tmp_path_factory.mktemp("export") / "gguf"
+    args = ["--run", str(trained.path), "--base-gguf", str(base_gguf), "--out", str(out)]
+    r = CliRunner().invoke(cli, ["export", "--format", "gguf", *args])
+    assert r.exit_code == 0, r.output
+    return out, r.output
+
+
+def test_gguf_export_reads_back_as_the_student(trained, tiny_base, exported):
     import gguf
     from transformers import AutoModelForCausalLM
 
     base_gguf, _ = tiny_base
-    out = tmp_path / "gguf"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "export",
-            "--format",
-            "gguf",
-            "--run",
-            str(trained.path),
-            "--base-gguf",
-            str(base_gguf),
-            "--out",
-            str(out),
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    assert f"ollama create shop-base -f {out / 'Modelfile'}" in r.output
+    out, output = exported
+    assert f"ollama create shop-base -f {out / 'Modelfile'}" in output
 
     # the base's metadata and tensor names/shapes, F16 matrices and F32 norms
     base, got = gguf.GGUFReader(str(base_gguf)), gguf.GGUFReader(str(out / "model.gguf"))
@@ -246,3 +242,42 @@ def test_gguf_export_without_a_base_gguf_or_a_student_is_one_line(trained, make_
     )
     assert r.exit_code == 1 and "not a readable GGUF file" in r.output
     assert "Traceback" not in r.output
+
+
+def test_modelfile_template_follows_the_chat_template(tiny_model_dir):
+    """ChatML is recognised by rendering the model's own template; any other template gets no
+    TEMPLATE line (Ollama reads the GGUF's) and a note, and the EOS token still stops."""
+    from transformers import AutoTokenizer
+
+    from distill.export.student import modelfile
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text, note = modelfile(tok, "Be brief.")
+    assert note is None and "TEMPLATE" in text and 'SYSTEM """Be brief."""' in text
+    tok.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {% endif %}"
+    )
+    text, note = modelfile(tok, None)
+    assert "TEMPLATE" not in text and "SYSTEM" not in text
+    assert note is not None and "not ChatML" in note
+    assert 'PARAMETER stop "<|im_end|>"' in text  # the tokenizer's EOS
+
+
+def test_gguf_in_llama_cpp_gives_the_students_logits(trained, exported):
+    """llama.cpp itself (where llama-cpp-python is installed: the gguf-check extra) computes
+    the student's next-token logits from the exported GGUF."""
+    llama_cpp = pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed: pip install 'distill[gguf-check]'"
+    )
+    out, _ = exported
+    merged, base_model, tok = student_and_base(trained)
+    llm = llama_cpp.Llama(model_path=str(out / "model.gguf"), n_ctx=256, verbose=False)
+    ids = prompt_ids(tok)
+    assert llm.tokenize(tok.decode(ids).encode(), add_bos=False, special=True) == ids
+    llm.eval(ids)
+    got = np.asarray(llm.scores[len(ids) - 1])
+    want, before = logits(merged, ids)[-1], logits(base_model, ids)[-1]
+    assert np.abs(got - want).max() < 5e-2  # F16 weights, llama.cpp's own kernels
+    assert np.abs(want - before).max() > 0.5
+    assert got.argmax() == want.argmax()
