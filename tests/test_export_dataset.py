@@ -203,6 +203,7 @@ def test_export_refuses_a_folder_that_is_not_an_export_and_replaces_an_earlier_o
     assert r.exit_code == 2 and "is not an earlier `distill export`" in r.output
     assert (mine / "notes.txt").read_text() == "keep me"
     assert "Traceback" not in r.output
+    (run.path / "export" / ".parquet.killed").mkdir(parents=True)  # an export killed midway
     for _ in range(2):  # a second export replaces the first whole
         assert invoke("export", "--format", "parquet", "--run", str(run.path)).exit_code == 0
     folder = run.path / "export" / "parquet"

@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,35 +118,29 @@ def export_dataset(
     return Exported(folder, files, {s: len(r) for s, r in splits.items()}, notes, valid)
 
 
-class export_folder:  # noqa: N801 - used as a context manager, reads like one
-    """A temp folder beside `target` that replaces it whole on success. An existing target
-    that is not an earlier export (no export.json) is never replaced."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-        self.tmp = Path()
-
-    def __enter__(self) -> Path:
-        t = self.target
-        if t.exists() and (not t.is_dir() or (any(t.iterdir()) and not (t / MARKER).exists())):
-            raise UsageError(
-                f"{t}: exists and is not an earlier `distill export` (no {MARKER}); pass another "
-                "--out or remove it"
-            )
-        t.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=t.parent, prefix=f".{t.name}."))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o777 & ~umask)  # a folder to share, not mkdtemp's private 0700
-        return self.tmp
-
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        import shutil
-
-        if kind is None:
-            replace_dir(self.tmp, self.target)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+@contextmanager
+def export_folder(target: Path) -> Iterator[Path]:
+    """A temp folder beside `target` that replaces it whole on success (removed on failure).
+    An existing target that is not an earlier export (no export.json) is never replaced."""
+    t = target
+    if t.exists() and (not t.is_dir() or (any(t.iterdir()) and not (t / MARKER).exists())):
+        raise UsageError(
+            f"{t}: exists and is not an earlier `distill export` (no {MARKER}); pass another "
+            "--out or remove it"
+        )
+    t.parent.mkdir(parents=True, exist_ok=True)
+    for stale in t.parent.glob(f".{t.name}.*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=t.parent, prefix=f".{t.name}."))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # a folder to share, not mkdtemp's private 0700
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, t)
 
 
 def write_marker(folder: Path, run: Run, fmt: str, rows: dict[str, Any]) -> None:
