@@ -28,10 +28,15 @@ CREATE TABLE IF NOT EXISTS calls (
     cost_usd REAL NOT NULL DEFAULT 0,
     latency_s REAL NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 1,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    cached_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS calls_stage ON calls(stage);
 """
+COLUMNS = (
+    "key, stage, model, request, response, error, prompt_tokens, completion_tokens, cost_usd, "
+    "latency_s, attempts, created_at, cached_tokens"
+)
 
 
 # What survives what. SQLite runs in WAL mode and every put is a commit. With synchronous=NORMAL
@@ -71,6 +76,7 @@ class CallRecord:
     cost_usd: float = 0.0
     latency_s: float = 0.0
     attempts: int = 1
+    cached_tokens: int = 0  # prompt tokens served from the provider's prompt cache
 
 
 class CallLog:
@@ -88,6 +94,11 @@ class CallLog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync}")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+            if "cached_tokens" not in columns:  # a log written before prompt caching counted
+                self._db.execute(
+                    "ALTER TABLE calls ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0"
+                )
             self._db.commit()
         except sqlite3.DatabaseError as e:
             self._db.close()
@@ -100,7 +111,7 @@ class CallLog:
         with self._lock:
             row = self._db.execute(
                 "SELECT key, stage, model, request, response, error, prompt_tokens, "
-                "completion_tokens, cost_usd, latency_s, attempts FROM calls "
+                "completion_tokens, cost_usd, latency_s, attempts, cached_tokens FROM calls "
                 "WHERE key = ? AND response IS NOT NULL",
                 (key,),
             ).fetchone()
@@ -118,12 +129,13 @@ class CallLog:
             cost_usd=row[8],
             latency_s=row[9],
             attempts=row[10],
+            cached_tokens=row[11],
         )
 
     def put(self, rec: CallRecord) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO calls ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rec.key,
                     rec.stage,
@@ -139,6 +151,7 @@ class CallLog:
                     rec.latency_s,
                     rec.attempts,
                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    rec.cached_tokens,
                 ),
             )
             self._db.commit()
@@ -149,7 +162,7 @@ class CallLog:
         with self._lock:
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), "
-                f"COALESCE(SUM(cost_usd),0) FROM calls {where}",
+                f"COALESCE(SUM(cost_usd),0), COALESCE(SUM(cached_tokens),0) FROM calls {where}",
                 args,
             ).fetchone()
         return {
@@ -157,6 +170,7 @@ class CallLog:
             "prompt_tokens": row[1],
             "completion_tokens": row[2],
             "cost_usd": round(row[3], 6),
+            "cached_tokens": row[4],
         }
 
     def close(self) -> None:

@@ -90,6 +90,7 @@ class Price:
 
     input_per_1m: float
     output_per_1m: float
+    cached_input_per_1m: float | None = None  # a prompt-cache hit; None: billed as input
 
 
 FREE = Price(0.0, 0.0)
@@ -111,12 +112,39 @@ def price_of(ref: ModelRef) -> Price | None:
     if facts is None:
         bases = [base for base in t["inference"] if name.startswith(base + "-")]
         facts = t["inference"][max(bases, key=len)] if bases else None
-    return Price(facts["input_per_1m"], facts["output_per_1m"]) if facts else None
+    if not facts:
+        return None
+    return Price(facts["input_per_1m"], facts["output_per_1m"], facts.get("cached_input_per_1m"))
 
 
-def call_cost(price: Price | None, prompt_tokens: float, completion_tokens: float) -> float:
+def batch_price(price: Price | None) -> Price | None:
+    """What the same model costs through OpenAI's Batch API: every rate at the table's
+    [batch] price_share (half) of `price`."""
+    if price is None:
+        return None
+    share = float(model_table()["batch"]["price_share"])
+    cached = price.cached_input_per_1m
+    return Price(
+        price.input_per_1m * share,
+        price.output_per_1m * share,
+        None if cached is None else cached * share,
+    )
+
+
+def call_cost(
+    price: Price | None,
+    prompt_tokens: float,
+    completion_tokens: float,
+    cached_tokens: float = 0,
+) -> float:
     """What a call costs in USD: every price in distill (spent, worst case, estimate) is this.
-    An unknown price counts as 0."""
+    `cached_tokens` of the prompt came from the provider's prompt cache and are billed at its
+    cached rate. An unknown price counts as 0."""
     if price is None:
         return 0.0
-    return (prompt_tokens * price.input_per_1m + completion_tokens * price.output_per_1m) / 1e6
+    cached = min(cached_tokens, prompt_tokens) if price.cached_input_per_1m is not None else 0
+    return (
+        (prompt_tokens - cached) * price.input_per_1m
+        + cached * (price.cached_input_per_1m or 0.0)
+        + completion_tokens * price.output_per_1m
+    ) / 1e6

@@ -142,6 +142,60 @@ def messages_key(messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
 
 
+class PromptCache:
+    """OpenAI's prompt caching, simulated: a request's prompt is its output schema (tools or
+    response_format) then its messages, in o200k tokens; the longest prefix of 1,024 tokens
+    plus a multiple of 128 that an earlier request started with is served as cached.
+
+    `shared` also counts, for every request, the tokens of the longest prefix it has in common
+    with any earlier request (its neighbours in sorted order), cache minimum or not."""
+
+    MIN, STEP = 1024, 128
+
+    def __init__(self) -> None:
+        import quicktok
+
+        self.enc = quicktok.get_encoding("o200k_base")
+        self.seen: set[int] = set()
+        self.sorted: list[tuple[int, ...]] = []
+        self.requests = self.prompt_tokens = self.cached_tokens = self.shared_tokens = 0
+
+    def tokens(self, body: dict[str, Any]) -> tuple[int, ...]:
+        schema = body.get("tools") or body.get("response_format") or ""
+        parts = [json.dumps(schema, sort_keys=True)] if schema else []
+        parts += [f"{m.get('role')}: {m.get('content') or ''}" for m in body.get("messages", [])]
+        return tuple(self.enc.encode("\n".join(parts)))
+
+    def serve(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(prompt tokens, cached tokens) for one request, remembering its prefixes."""
+        import bisect
+
+        toks = self.tokens(body)
+        steps = range(self.MIN, len(toks) + 1, self.STEP)
+        cached = max([k for k in steps if hash(toks[:k]) in self.seen], default=0)
+        self.seen.update(hash(toks[:k]) for k in steps)
+        i = bisect.bisect_left(self.sorted, toks)
+        shared = max(
+            [_common(toks, self.sorted[j]) for j in (i - 1, i) if 0 <= j < len(self.sorted)],
+            default=0,
+        )
+        self.sorted.insert(i, toks)
+        self.requests += 1
+        self.prompt_tokens += len(toks)
+        self.cached_tokens += cached
+        self.shared_tokens += shared
+        return len(toks), cached
+
+
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class FakeOpenAIServer:
     def __init__(
         self,
@@ -157,8 +211,10 @@ class FakeOpenAIServer:
         keep_bodies: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        prompt_cache: bool = False,
     ) -> None:
         self.responder = responder or default_responder
+        self.prompt_cache = PromptCache() if prompt_cache else None
         self.latency = latency
         self.faults = dict(faults or {})
         self.script = list(script or [])
@@ -173,7 +229,7 @@ class FakeOpenAIServer:
         self.finished_messages: Counter[str] = Counter()  # messages key -> answers given
         self.bodies: list[dict[str, Any]] = []
         self.auth: Counter[str] = Counter()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when a batch answers its requests
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -292,6 +348,10 @@ class FakeOpenAIServer:
         if early is not None:
             return early
         assert body is not None
+        return web.json_response(self.completion(body))
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The chat.completion object answering `body` (counted as answered)."""
         text = self.responder(body)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if body.get("tools"):
@@ -308,27 +368,30 @@ class FakeOpenAIServer:
                 ],
             }
         prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4
+        cached = 0
+        if self.prompt_cache is not None:
+            with self._lock:
+                prompt, cached = self.prompt_cache.serve(body)
         self._answered(body)
-        return web.json_response(
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "fake"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "finish_reason": "tool_calls" if body.get("tools") else "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": len(text) // 4 + 1,
-                    "total_tokens": prompt + len(text) // 4 + 1,
-                },
-            }
-        )
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if body.get("tools") else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(text) // 4 + 1,
+                "total_tokens": prompt + len(text) // 4 + 1,
+                "prompt_tokens_details": {"cached_tokens": cached},
+            },
+        }
 
     async def _ollama(self, request: web.Request) -> web.Response:
         body, early = await self._common(request)
@@ -357,9 +420,14 @@ def main(server_class: type[FakeOpenAIServer] | None = None, doc: str | None = N
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--responder", choices=sorted(RESPONDERS), default="default")
+    ap.add_argument("--prompt-cache", action="store_true", help="simulate OpenAI's prompt cache")
     args = ap.parse_args()
     server = (server_class or FakeOpenAIServer)(
-        RESPONDERS[args.responder], latency=args.latency, port=args.port, keep_bodies=False
+        RESPONDERS[args.responder],
+        latency=args.latency,
+        port=args.port,
+        keep_bodies=False,
+        prompt_cache=args.prompt_cache,
     )
 
     async def serve() -> None:

@@ -37,7 +37,12 @@ async def cached_chat(
     if hit is not None:
         resp = hit.response
         usage = Usage(
-            hit.prompt_tokens, hit.completion_tokens, hit.latency_s, hit.attempts, hit.cost_usd
+            hit.prompt_tokens,
+            hit.completion_tokens,
+            hit.latency_s,
+            hit.attempts,
+            hit.cost_usd,
+            hit.cached_tokens,
         )
         if hit.error:
             raise InvalidOutput(hit.error, raw=resp.get("text", ""), usage=usage, cached=True)
@@ -78,4 +83,5 @@ def _record(
         cost_usd=u.cost_usd,
         latency_s=u.latency_s,
         attempts=u.attempts,
+        cached_tokens=u.cached_tokens,
     )

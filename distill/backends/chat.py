@@ -68,7 +68,9 @@ class Backend:
         """One try: a completion validated here (backends that validate through instructor
         override this); InvalidOutput when it does not validate."""
         text, usage = await self.complete(messages, call)
-        usage.cost_usd = call_cost(self.price, usage.prompt_tokens, usage.completion_tokens)
+        usage.cost_usd = call_cost(
+            self.price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        )
         return validated(
             call.response_model, text, usage, call.max_tokens or self.default_max_tokens
         )

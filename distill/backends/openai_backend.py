@@ -47,6 +47,17 @@ def default_mode(base_url: str) -> Mode:
     return Mode.TOOLS if "api.openai.com" in base_url else Mode.JSON_SCHEMA
 
 
+def usage_of(data: dict[str, Any]) -> Usage:
+    """A chat completion's usage, with the prompt tokens served from the prompt cache."""
+    u = data.get("usage") or {}
+    details = u.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(u.get("prompt_tokens") or 0),
+        completion_tokens=int(u.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )
+
+
 class OpenAIBackend(Backend):
     def __init__(
         self,
@@ -171,7 +182,7 @@ class OpenAIBackend(Backend):
         return f"{self.ref}: HTTP {status} ({msg})"
 
     # -- the call -------------------------------------------------------------------------
-    def _body(self, messages: list[dict[str, Any]], call: Call) -> dict[str, Any]:
+    def request_body(self, messages: list[dict[str, Any]], call: Call) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.ref.name,
             "messages": messages,
@@ -206,21 +217,17 @@ class OpenAIBackend(Backend):
             body["messages"] = [hint, *messages]
         return body
 
-    def _text_of(self, data: dict[str, Any], typed: bool) -> str:
+    def text_of(self, data: dict[str, Any], typed: bool) -> str:
         msg = data["choices"][0]["message"]
         if typed and self.mode is Mode.TOOLS and msg.get("tool_calls"):
             return str(msg["tool_calls"][0]["function"].get("arguments") or "")
         return str(msg.get("content") or "")
 
     async def complete(self, messages: list[dict[str, Any]], call: Call) -> tuple[str, Usage]:
-        body = self._body(messages, call)
+        body = self.request_body(messages, call)
         await self.limits.acquire(estimate_tokens(body["messages"], call.max_tokens))
         t0 = time.perf_counter()
         data = await self._post(body)
-        u = data.get("usage") or {}
-        usage = Usage(
-            prompt_tokens=int(u.get("prompt_tokens") or 0),
-            completion_tokens=int(u.get("completion_tokens") or 0),
-            latency_s=time.perf_counter() - t0,
-        )
-        return self._text_of(data, call.response_model is not None), usage
+        usage = usage_of(data)
+        usage.latency_s = time.perf_counter() - t0
+        return self.text_of(data, call.response_model is not None), usage

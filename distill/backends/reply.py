@@ -17,9 +17,11 @@ class Usage:
     latency_s: float = 0.0
     attempts: int = 1
     cost_usd: float = 0.0
+    cached_tokens: int = 0  # prompt tokens the provider served from its prompt cache
 
     def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
         self.completion_tokens += other.completion_tokens
         self.latency_s += other.latency_s
         self.attempts += other.attempts

@@ -90,7 +90,10 @@ class GenerateOptions:
     max_reasks: int = knob(2, "Re-asks when a reply breaks the style before it is rejected.")
     temperature: float = knob(0.8, "Teacher temperature.")
     examples: int | None = knob(
-        None, "Seed chats shown per request (default 3; 1 for local teachers).", flag=False
+        None,
+        "Seed chats shown per request (default 3; 1 for local teachers). Hosted teachers see "
+        "the same ones in every request: a longer shared prefix, which OpenAI bills at its "
+        "cached price once it reaches 1,024 tokens.",
     )
     topic_check: bool | None = knob(
         None, "Reject chats that drift off their planned topic (default: on for local teachers)."
@@ -100,6 +103,11 @@ class GenerateOptions:
         "One teacher call per turn, as customer then assistant (default: on for local "
         "teachers, which cannot write a whole chat).",
     )
+    batch: bool = knob(
+        False,
+        "Send the requests through OpenAI's Batch API: half the price, answers within 24 h "
+        "(openai: teachers only; Ctrl-C detaches, rerun to re-attach).",
+    )
     outputs: Path | None = knob(None, flag=False, record=False)
     backend_opts: dict[str, Any] = knob(default_factory=dict, flag=False, record=False)
 
@@ -107,14 +115,16 @@ class GenerateOptions:
         """The options with every 'default: depends' filled in."""
         teacher = self.teacher or default_teacher()
         local = parse_model(teacher).provider == "local"
+        n = self.n if self.n is not None else (EMBEDDED_N if local else HOSTED_N)
         return replace(
             self,
             teacher=teacher,
-            n=self.n if self.n is not None else (EMBEDDED_N if local else HOSTED_N),
+            n=n,
             examples=self.examples if self.examples is not None else (1 if local else 3),
             topic_check=self.topic_check if self.topic_check is not None else local,
             roleplay=self.roleplay if self.roleplay is not None else local,
-            concurrency=self.concurrency or (LOCAL_BATCH if local else 8),
+            # --batch: every point in the first batch (--concurrency caps a round)
+            concurrency=self.concurrency or (n if self.batch else LOCAL_BATCH if local else 8),
         )
 
     def style_path(self) -> Path:
@@ -163,7 +173,12 @@ class GenerateOptions:
             raise UsageError("--price-in and --price-out must be 0 or more")
         if not self.seeds.exists():
             raise InputError(f"{self.seeds}: seeds file not found; pass --seeds PATH")
-        parse_model(self.teacher or default_teacher())
+        ref = parse_model(self.teacher or default_teacher())
+        if self.batch and ref.provider != "openai":
+            raise UsageError(
+                f"--batch uses OpenAI's Batch API and {ref} is not an openai: teacher; drop "
+                "--batch or pass --teacher openai:MODEL"
+            )
 
 
 def default_teacher() -> str:

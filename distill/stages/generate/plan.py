@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import random
 import re
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from distill.style import Axes
+
+# the plan index whose chat the running task is writing (the worker sets it): how a batched
+# request is named (custom_id) after the point it belongs to
+current_point: ContextVar[int | None] = ContextVar("current_point", default=None)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,13 @@ class Progress:
     reasks: int = 0
     calls: int = 0
     cached: int = 0
+    prompt_tokens: int = 0  # sent this session
+    prompt_cached: int = 0  # of those, served from the provider's prompt cache
+
+    @property
+    def cached_share(self) -> float | None:
+        """The share of this session's prompt tokens the provider billed as cached."""
+        return self.prompt_cached / self.prompt_tokens if self.prompt_tokens else None
 
     @property
     def planned(self) -> int:
@@ -30,4 +37,6 @@ class Progress:
             self.cached += 1
             return
         self.tokens += usage.prompt_tokens + usage.completion_tokens
+        self.prompt_tokens += usage.prompt_tokens
+        self.prompt_cached += usage.cached_tokens
         self.cost_usd += usage.cost_usd

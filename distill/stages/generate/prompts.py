@@ -9,7 +9,7 @@ from typing import Any
 
 from distill.runs import sha256_text
 from distill.stages.generate.plan import PlanPoint
-from distill.stages.generate.seeds import Seed, pick_examples
+from distill.stages.generate.seeds import Seed, pick_examples, shared_examples
 from distill.style import StyleSpec
 
 PROMPT_NAMES = ("teacher_system", "generate", "reask", "axes", "customer", "reask_reply")
@@ -75,10 +75,14 @@ def chat_request(spec: StyleSpec, point: PlanPoint, examples: list[Seed]) -> lis
 
 
 def build_messages(
-    spec: StyleSpec, seeds: list[Seed], point: PlanPoint, k: int
+    spec: StyleSpec, seeds: list[Seed], point: PlanPoint, k: int, shared: bool = False
 ) -> tuple[list[dict[str, Any]], list[Seed]]:
-    """The request for a whole chat at `point` and the `k` seeds it shows."""
-    examples = pick_examples(seeds, point, k)
+    """The request for a whole chat at `point` and the `k` seeds it shows. `shared`: the same
+    seeds in every request, so everything before the plan point (the teacher's instructions,
+    the style spec, the seeds) is byte-identical from one request to the next and the
+    provider's prompt cache can serve it; otherwise the seed closest to the topic comes
+    first (small local teachers drift to the example's topic without it)."""
+    examples = shared_examples(seeds, k) if shared else pick_examples(seeds, point, k)
     return chat_request(spec, point, examples), examples
 
 

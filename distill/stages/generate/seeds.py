@@ -55,6 +55,14 @@ def _topic_scores(texts: tuple[str, ...], topic: str) -> list[int]:
     return [sum(t.lower().count(key) for key in keys) for t in texts]
 
 
+def shared_examples(seeds: list[Seed], k: int) -> list[Seed]:
+    """The same `k` seeds for every request, spread evenly through the seeds file: a request
+    that starts with the same words as the last one is served from the provider's prompt
+    cache (OpenAI bills a repeated prefix of 1,024+ tokens at its cached price)."""
+    k = min(k, len(seeds))
+    return [seeds[i * len(seeds) // k] for i in range(k)] if k > 0 else []
+
+
 def pick_examples(seeds: list[Seed], point: PlanPoint, k: int) -> list[Seed]:
     """The seed closest to the point's topic first, then others rotating with the index."""
     if k <= 0:

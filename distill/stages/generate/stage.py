@@ -19,6 +19,7 @@ from distill.rubric import RubricJudge, skipped_line, unusable
 from distill.runs import Run, sha256_file
 from distill.stages.generate.answer import Answer
 from distill.stages.generate.axes import plan_axes
+from distill.stages.generate.batch import BatchTeacher, batched
 from distill.stages.generate.budget import Budget
 from distill.stages.generate.chats import ConversationTypes
 from distill.stages.generate.customers import CustomerPrompt, load_prompts, plan_from_prompts
@@ -91,6 +92,8 @@ def generate(
     else:
         run = Run.create(opts.run_name(), outputs=opts.outputs)  # now the current run
     _record_inputs(run, opts, str(teacher.ref))
+    if opts.batch:  # plan points through OpenAI's Batch API (batch.py)
+        teacher = batched(teacher, run)
     calls = CallLog(run.file("calls.sqlite"))
     try:
         most = PLAN_LIMIT * opts.n
@@ -164,7 +167,14 @@ def _write_plan(
         chat = RolePlay(spec, teacher, types, reasks=reasks, seed=opts.seed)
     else:
         chat = WholeChat(
-            spec, seeds, teacher, types, examples=opts.examples or 0, reasks=reasks, seed=opts.seed
+            spec,
+            seeds,
+            teacher,
+            types,
+            examples=opts.examples or 0,
+            reasks=reasks,
+            seed=opts.seed,
+            shared=not opts.is_local(),  # one prefix for every request: prompt caching
         )
     worker = Worker(run, spec, str(backend.ref), progress, done.ids, on_progress)
     todo = (p for p in plan if p.plan_index not in done)
@@ -207,7 +217,8 @@ def _write_plan(
                 "remaining": max(0, progress.total - progress.generated),
             },
             usage={
-                **calls.totals(STAGE),
+                **(totals := calls.totals(STAGE)),
+                "cached_share": round(totals["cached_tokens"] / (totals["prompt_tokens"] or 1), 4),
                 "reasks_this_session": progress.reasks,
                 "calls_this_session": progress.calls,
                 "cached_this_session": progress.cached,
@@ -216,6 +227,7 @@ def _write_plan(
             teacher=str(backend.ref),
             elapsed_s=round(elapsed, 2),
             transient_faults=faults,
+            **(backend.manifest_entry() if isinstance(backend, BatchTeacher) else {}),
         )
     if worker.out_of_budget:
         raise BudgetExceeded(

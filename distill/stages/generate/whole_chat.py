@@ -30,12 +30,16 @@ class WholeChat:
         examples: int,
         reasks: int,
         seed: int,
+        shared: bool = False,
     ) -> None:
         self.spec, self.seeds, self.teacher, self.types = spec, seeds, teacher, types
         self.examples, self.reasks, self.seed = examples, reasks, seed
+        self.shared = shared  # the same seeds in every request (prompts.build_messages)
 
     async def write(self, point: PlanPoint) -> Outcome:
-        messages, shown = build_messages(self.spec, self.seeds, point, self.examples)
+        messages, shown = build_messages(
+            self.spec, self.seeds, point, self.examples, shared=self.shared
+        )
         try:
             reply = await self.teacher.ask(
                 messages,

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from distill.runs import Run
 from distill.stages.generate.budget import OutOfBudget
 from distill.stages.generate.outcomes import Outcome, example_of, rejected_row
-from distill.stages.generate.plan import PlanPoint
+from distill.stages.generate.plan import PlanPoint, current_point
 from distill.stages.generate.progress import Progress
 from distill.stages.generate.teacher import STAGE
 from distill.stages.generate.writer import Writer
@@ -59,6 +59,7 @@ class Worker:
                     return
                 in_flight += 1
                 self.last_planned = max(self.last_planned, point.plan_index)
+                current_point.set(point.plan_index)
                 try:
                     self.file(await write(point))
                 except OutOfBudget:
