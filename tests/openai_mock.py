@@ -501,13 +501,14 @@ class Prism:
 class SpecProxy:
     """Forwards every request to Prism and records (method, path, HTTP status, answer).
 
-    `force_status` rewrites `status` in answers about a job to another value the spec's enum
-    allows; `force_error`, when the forced status is failed, sets the job's error object."""
+    `force_status` rewrites `status` in answers about a job or a batch to another value the
+    spec's enum allows (`force_fields` sets more of a batch's fields); `force_error`, when the forced status is failed, sets the job's error object."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = urlsplit(upstream)
         self.calls: list[dict[str, Any]] = []
         self.force_status: str | None = None
+        self.force_fields: dict[str, Any] = {}  # set in a batch's answers with force_status
         self._server: ThreadingHTTPServer | None = None
 
     def __enter__(self) -> SpecProxy:
@@ -550,15 +551,17 @@ class SpecProxy:
         conn.close()
         path = urlsplit(h.path).path
         seg = [s for s in path.split("/") if s]
+        job = seg[:2] == ["fine_tuning", "jobs"] and len(seg) in (3, 4)
+        batch = seg[:1] == ["batches"] and len(seg) in (2, 3)  # a batch, or its cancel
         if (
             self.force_status
             and resp.status == 200
-            and seg[:2] == ["fine_tuning", "jobs"]
-            and len(seg) in (3, 4)
-            and (len(seg) == 3 or seg[3] == "cancel")
+            and (job or batch)
+            and (len(seg) == 2 + job or seg[-1] == "cancel")
         ):
             obj = json.loads(data)
             obj["status"] = self.force_status
+            obj.update(self.force_fields if batch else {})
             data = json.dumps(obj).encode()
         self.calls.append(
             {
