@@ -274,3 +274,32 @@ def test_candidates_are_customer_messages_neither_answered_nor_held_out(make_run
     # 0 answered by the run, 4 by an earlier round, 3 held out (same words, other case/spaces)
     assert sorted(p.prompt for p in got) == [1, 2]
     assert {p.prompt: p.topic for p in got} == {1: "late order", 2: "repotting"}
+
+
+def test_improve_on_held_out_examples_without_plan_points_is_one_line_before_any_call(make_run):
+    from click.testing import CliRunner
+
+    from distill.cli import cli
+
+    run = make_run(
+        "imported",
+        eval__jsonl=[{"messages": []}] * 2,
+        eval_ids__jsonl=[{"id": "a", "meta": {}}, {"id": "b", "meta": {}}],
+    )
+    run.update_manifest(student={"model": "local:/nowhere/adapter", "base": "local:smollm2-135m"})
+    r = CliRunner().invoke(cli, ["improve", "--run", str(run.path)])
+    assert r.exit_code != 0  # an imported run has no teacher to ask
+    assert "improve has no teacher to ask" in r.output.strip().splitlines()[-1]
+
+    run.update_manifest(
+        inputs={"seeds": {"path": str(SEEDS)}, "style": {"path": str(STYLE)}},
+        config={"teacher": "fake:teacher", "generate": {"teacher": "fake:teacher", "seed": 0}},
+    )
+    r = CliRunner().invoke(cli, ["improve", "--run", str(run.path)])
+    assert r.exit_code != 0
+    assert r.output.strip().splitlines()[-1] == (
+        f"Error: {run.file('eval_ids.jsonl')}: the held-out examples record fewer than two "
+        "values of topic, so there are no cells to rank; they carry no plan point (meta topic, "
+        "persona, intent, turns), as examples from `distill generate` do"
+    )
+    assert not (run.path / "improve").exists()

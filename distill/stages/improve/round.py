@@ -81,7 +81,6 @@ def improve_round(
     def save() -> None:
         atomic_write_json(state_path, state)
 
-    folder.mkdir(parents=True, exist_ok=True)
     gen_opts = _generate_options(run)
     spec = gen_opts.load_style()
     eval_args = _eval_args(run, opts)
@@ -89,6 +88,10 @@ def improve_round(
     if not base_student:
         raise RunError(f"{run.manifest_path}: the student's base model is not recorded; retrain")
     hp = _train_options(run, opts)
+
+    # the cells come from the held-out examples' plan points: check them before any call
+    _check_axis(run, opts.axis, [{"meta": r.get("meta") or {}} for r in _ids(run, "eval")])
+    folder.mkdir(parents=True, exist_ok=True)
 
     # 1. before: the current student on the frozen eval set (answered from calls.sqlite when
     #    `distill eval` already ran with these settings)
@@ -103,13 +106,7 @@ def improve_round(
     # 2. the plan: the weakest cells, and the points that target them
     if "plan" not in state:
         rows = held_out_rows(list(read_jsonl(folder / "before" / "results.jsonl")))
-        if opts.axis not in axes_with_cells(rows):
-            found = ", ".join(axes_with_cells(rows)) or "none"
-            raise InputError(
-                f"{run.file('eval_ids.jsonl')}: the held-out examples record fewer than two "
-                f"values of {opts.axis}, so there are no cells to rank; pass --axis with one "
-                f"of: {found}"
-            )
+        _check_axis(run, opts.axis, rows)
         cells = rank_cells(rows, train_counts(run)[opts.axis], opts.axis)
         weak = [c for c in cells if c.priority > 0][: opts.cells]
         if not weak:
@@ -241,6 +238,29 @@ def improve_round(
 
 
 # -- steps --------------------------------------------------------------------------------
+
+
+def _ids(run: Run, split: str) -> list[dict[str, Any]]:
+    path = run.file(f"{split}_ids.jsonl")
+    if not path.exists():
+        raise RunError(f"{path}: missing; run `distill split` (it writes the plan points)")
+    return list(read_jsonl(path))
+
+
+def _check_axis(run: Run, axis: str, rows: list[dict[str, Any]]) -> None:
+    if axis in axes_with_cells(rows):
+        return
+    found = axes_with_cells(rows)
+    what = (
+        f"pass --axis with one of: {', '.join(found)}"
+        if found
+        else "they carry no plan point (meta topic, persona, intent, turns), as examples from "
+        "`distill generate` do"
+    )
+    raise InputError(
+        f"{run.file('eval_ids.jsonl')}: the held-out examples record fewer than two values of "
+        f"{axis}, so there are no cells to rank; {what}"
+    )
 
 
 def _generate(
