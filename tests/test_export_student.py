@@ -272,7 +272,9 @@ def test_gguf_in_llama_cpp_gives_the_students_logits(trained, exported):
     )
     out, _ = exported
     merged, base_model, tok = student_and_base(trained)
-    llm = llama_cpp.Llama(model_path=str(out / "model.gguf"), n_ctx=256, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(out / "model.gguf"), n_ctx=256, logits_all=True, verbose=False
+    )
     ids = prompt_ids(tok)
     assert llm.tokenize(tok.decode(ids).encode(), add_bos=False, special=True) == ids
     llm.eval(ids)
