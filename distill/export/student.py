@@ -24,14 +24,18 @@ PROBE = [
     {"role": "assistant", "content": "A1"},
     {"role": "user", "content": "U2"},
 ]
-# Ollama's Go template for ChatML, for chat (.Messages) and generate (.Prompt) requests alike
+# Ollama's Go template for ChatML, for chat (.Messages) and generate (.Prompt) requests alike.
+# The system prompt comes from .System (the Modelfile's SYSTEM or the request's system
+# messages, which Ollama collects there) and the range skips system messages, as Ollama's own
+# templates do: that holds whether or not an Ollama version also leaves them in .Messages.
 OLLAMA_CHATML = (
-    "{{- if .Messages }}{{- range .Messages }}<|im_start|>{{ .Role }}\n"
-    "{{ .Content }}<|im_end|>\n"
-    "{{ end }}<|im_start|>assistant\n"
-    "{{ else }}{{ if .System }}<|im_start|>system\n"
+    "{{- if .System }}<|im_start|>system\n"
     "{{ .System }}<|im_end|>\n"
-    "{{ end }}{{ if .Prompt }}<|im_start|>user\n"
+    '{{ end }}{{- if .Messages }}{{- range .Messages }}{{- if ne .Role "system" }}'
+    "<|im_start|>{{ .Role }}\n"
+    "{{ .Content }}<|im_end|>\n"
+    "{{ end }}{{ end }}<|im_start|>assistant\n"
+    "{{ else }}{{ if .Prompt }}<|im_start|>user\n"
     "{{ .Prompt }}<|im_end|>\n"
     "{{ end }}<|im_start|>assistant\n"
     "{{ end }}{{ .Response }}{{ if .Response }}<|im_end|>{{ end }}"
