@@ -298,3 +298,14 @@ def test_ctrl_c_detaches_and_cancel_stops_the_batch(seeds_file, tmp_path):  # no
 def test_attach_without_a_batch_is_one_line(seeds_file):  # noqa: F811
     r = generate(seeds_file, "http://127.0.0.1:9/v1", "--batch", "--attach")
     assert r.exit_code == 2 and "no batch to attach to" in r.output
+
+
+def test_max_budget_holds_at_batch_prices_before_anything_is_submitted(seeds_file):  # noqa: F811
+    with FakeBatchServer(_server_responder) as server:
+        r = generate(seeds_file, server.url, "--batch", "--max-budget", "0.0006")
+        assert server.counts["batches_created"] == 1
+    assert r.exit_code == 1 and "--max-budget $0.0006 reached" in r.output
+    (sent,) = batch_inputs()
+    assert 0 < len(sent) < 6  # only what fits at its worst case was submitted
+    stage = json.loads((run_dir() / "manifest.json").read_text())["stages"]["generate"]
+    assert stage["status"] == "stopped-budget" and stage["cost_usd"] <= 0.0006
