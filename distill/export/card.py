@@ -12,7 +12,12 @@ from distill.errors import DistillError
 from distill.runs import Run
 from distill.stages.review_gate import ReviewGate
 
-SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"))
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+)
 
 
 def dataset_card(
@@ -26,7 +31,7 @@ def dataset_card(
     """README.md for the folder; `sizes` are the splits' bytes in memory (Arrow, estimated)."""
     facts = provenance(run, gate)
     total = sum(len(r) for r in splits.values())
-    size = next((c for limit, c in SIZE_CATEGORIES if total < limit), "100K<n<1M")
+    size = next((c for limit, c in SIZE_CATEGORIES if total < limit), "1M<n<10M")
     header: list[str] = [
         "---",
         f"license: {_q(license)}",

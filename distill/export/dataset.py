@@ -109,7 +109,7 @@ def export_dataset(
         else:
             written, valid, lines = write_openai(splits, tmp, folder, run)
             notes += lines
-        write_marker(tmp, run, fmt, {s: len(r) for s, r in splits.items()})
+        write_marker(tmp, run, fmt, rows={s: len(r) for s, r in splits.items()})
     files = [folder / p.relative_to(tmp) for p in written.values()]
     if fmt == "hf":
         files.append(folder / "README.md")
@@ -143,7 +143,8 @@ def export_folder(target: Path) -> Iterator[Path]:
     replace_dir(tmp, t)
 
 
-def write_marker(folder: Path, run: Run, fmt: str, rows: dict[str, Any]) -> None:
+def write_marker(folder: Path, run: Run, fmt: str, **facts: Any) -> None:
+    """export.json: the format, the run, when, `facts`, and the sha256 of every file."""
     import time
 
     files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -153,7 +154,7 @@ def write_marker(folder: Path, run: Run, fmt: str, rows: dict[str, Any]) -> None
             "format": fmt,
             "run": str(run.path.resolve()),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "rows": rows,
+            **facts,
             "files": {str(p.relative_to(folder)): sha256_file(p) for p in files},
         },
     )

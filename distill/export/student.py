@@ -135,9 +135,7 @@ def export_student(
         else:
             save_transformers(model, tok, tmp)
             files = [folder / "config.json", folder / "model.safetensors"]
-        write_marker(
-            tmp, run, fmt, {"base": f"local:{student.base}", "adapter": str(student.adapter)}
-        )
+        write_marker(tmp, run, fmt, base=f"local:{student.base}", adapter=str(student.adapter))
     return Exported(folder, files, {}, notes)
 
 
