@@ -129,6 +129,8 @@ def test_an_expired_batch_sends_what_it_did_not_run_in_a_new_batch(seeds_file): 
     assert {e["error"]["code"] for e in errors} == {"batch_expired"}
     assert {x["custom_id"] for x in second} == {e["custom_id"] for e in errors}
     assert len(rows(run_dir() / "generated.jsonl")) == 6
+    status = CliRunner().invoke(cli, ["status"]).output
+    assert "batch 1" in status and "expired" in status and "batch 2" in status
 
 
 def test_requests_a_batch_failed_inside_are_run_again(seeds_file):  # noqa: F811

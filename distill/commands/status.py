@@ -44,6 +44,14 @@ def status(run_dir, fmt: str) -> None:
             if k not in ("status", "at") and not isinstance(v, (dict, list))
         )
         table.add_row(name, str(info.get("status", "?")), details)
+        for b in (info.get("batch") or {}).get("rounds") or []:  # generate --batch
+            counts = b.get("request_counts") or {}
+            table.add_row(
+                f"  batch {b.get('round')}",
+                str(b.get("status")),
+                f"{b.get('batch_id')}: {b.get('requests')} requests, "
+                f"{counts.get('completed', 0)} done, {counts.get('failed', 0)} failed",
+            )
     for r in (m.get("improve") or {}).get("rounds") or []:
         table.add_row(
             f"improve {r.get('round')}",
