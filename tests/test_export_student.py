@@ -135,8 +135,11 @@ def trained(tiny_base, tmp_path_factory) -> Run:
     atomic_write_jsonl(run.file("eval.jsonl"), conversations(4, 16))
     run.update_manifest(inputs={"style": {"path": str(STYLE), "sha256": sha256_file(STYLE)}})
     args = ["train", "--run", str(run.path), "--student", f"local:{base_dir}", *FAST]
-    r = CliRunner().invoke(cli, args)
+    r = CliRunner().invoke(cli, [*args, "--export", "transformers"])
     assert r.exit_code == 0, r.output
+    folder = run.path / "export" / "transformers"
+    assert f"exported the student as transformers to {folder}" in r.output
+    assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
     return run
 
 
@@ -241,6 +244,10 @@ def test_gguf_export_without_a_base_gguf_or_a_student_is_one_line(trained, make_
         cli, ["export", "--format", "gguf", "--run", str(trained.path), "--base-gguf", str(wrong)]
     )
     assert r.exit_code == 1 and "not a readable GGUF file" in r.output
+    r = CliRunner().invoke(
+        cli, ["train", "--run", str(untrained.path), "--student", "gpt-4o-mini", "--export", "gguf"]
+    )
+    assert r.exit_code == 2 and "gpt-4o-mini is hosted" in r.output
     assert "Traceback" not in r.output
 
 

@@ -94,9 +94,15 @@ def export(
             raise click.exceptions.Exit(1)
         return
     from distill.export.student import export_student
-    from distill.lora.outputs import ollama_name
 
     done = export_student(run, fmt, out, base_gguf=base_gguf, dtype=gguf_type)
+    echo_student(run, done, fmt)
+
+
+def echo_student(run, done, fmt: str) -> None:  # noqa: ANN001 - Run, Exported (lazy imports)
+    """What an export of the student wrote and how to use it (export and train --export)."""
+    from distill.lora.outputs import ollama_name
+
     for note in done.notes:
         click.echo(note)
     click.echo(f"exported the student as {fmt} to {done.folder}")

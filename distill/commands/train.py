@@ -96,7 +96,17 @@ from distill.runs import Run
     help="DPO: how far the policy may move from the reference (local default 0.1; "
     "hosted default auto).",
 )
-def train(run_dir, student: str | None, require_review: bool, method: str, **opts) -> None:
+@click.option(
+    "--export",
+    "export_as",
+    type=click.Choice(["gguf", "transformers"]),
+    default=None,
+    help="Local: then write the trained student as `distill export --format ...` does "
+    "(<run>/export/<format>/: one GGUF + Modelfile, or a transformers folder).",
+)
+def train(
+    run_dir, student: str | None, require_review: bool, method: str, export_as, **opts
+) -> None:
     """Fine-tune the student on the run's train.jsonl (eval.jsonl for validation).
 
     The review decisions are applied first: rejected examples leave train.jsonl and
@@ -125,4 +135,11 @@ def train(run_dir, student: str | None, require_review: bool, method: str, **opt
     def say(line: str) -> None:
         click.echo(line, err=True)
 
+    if export_as and student is not None and not student.startswith("local:"):
+        raise click.UsageError(f"--export writes a local student's weights; {student} is hosted")
     train_student(run, student, require_review=require_review, say=say, method=method, **opts)
+    if export_as:
+        from distill.commands.export import echo_student
+        from distill.export.student import export_student
+
+        echo_student(run, export_student(run, export_as), export_as)
