@@ -135,6 +135,10 @@ def train(
     def say(line: str) -> None:
         click.echo(line, err=True)
 
+    if export_as and method == "dpo":
+        raise click.UsageError(
+            "--export writes the supervised student; a DPO student cannot be exported yet"
+        )
     if export_as and student is not None and not student.startswith("local:"):
         raise click.UsageError(f"--export writes a local student's weights; {student} is hosted")
     train_student(run, student, require_review=require_review, say=say, method=method, **opts)

@@ -65,7 +65,7 @@ def trained_student(run: Run) -> Student:
             "local:smollm2-135m` first"
         )
     adapter = Path(train["adapter"])
-    if not (adapter / "adapter_config.json").exists():
+    if not (adapter / "adapter_config.json").exists() or not train.get("base_dir"):
         raise RunError(f"{adapter}: the trained adapter is missing; run `distill train` again")
     return Student(student.removeprefix("local:"), Path(train["base_dir"]), adapter)
 
