@@ -269,6 +269,9 @@ def test_ctrl_c_detaches_and_cancel_stops_the_batch(seeds_file, tmp_path):  # no
         cmd = _cmd(seeds_file, server.url)
         proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: server.counts["batch_gets"] >= 2)
+        second = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert second.returncode == 2
+        assert "another `distill generate --batch` is following this run" in second.stderr
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130

@@ -98,9 +98,12 @@ def error_dict(err: Any) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def exclusive(folder: Path) -> Iterator[None]:
-    """One process at a time uploads and creates a job for a student (no duplicate jobs).
-    The lock dies with its process, so a SIGKILL never leaves it stuck."""
+def exclusive(
+    folder: Path, who: str = "`distill train` is uploading or starting this job"
+) -> Iterator[None]:
+    """One process at a time uploads and creates a job for a student (no duplicate jobs), or
+    follows a run's batches. The lock dies with its process, so a SIGKILL never leaves it
+    stuck."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -112,8 +115,7 @@ def exclusive(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise UsageError(
-                f"{folder}: another `distill train` is uploading or starting this job; "
-                "let it finish or stop it, then rerun"
+                f"{folder}: another {who}; let it finish or stop it, then rerun"
             ) from None
         yield
 

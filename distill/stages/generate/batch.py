@@ -46,7 +46,7 @@ from distill.hosted.batches import (
     batch_dict,
 )
 from distill.hosted.follow import POLL_FAILURES, poll_settings
-from distill.hosted.jobs import JobFile, Uploads
+from distill.hosted.jobs import JobFile, Uploads, exclusive
 from distill.hosted.out import Out
 from distill.models import batch_price
 from distill.runs import Run, atomic_file, read_jsonl, sha256_text
@@ -141,6 +141,7 @@ class Rounds:
         self.error: BaseException | None = None
         self._wake: asyncio.Event | None = None
         self._driver: asyncio.Task[None] | None = None
+        self._lock: contextlib.ExitStack | None = None
         for entry in self.entries:
             if entry.get("pending_create") and not entry.get("batch_id"):
                 self._find_created(entry)  # killed between creating a batch and its answer
@@ -239,6 +240,12 @@ class Rounds:
         if self._wake is None:
             self._wake = asyncio.Event()
         self._wake.set()
+        if self._lock is None:  # two processes following one run would submit rounds twice
+            lock = contextlib.ExitStack()
+            lock.enter_context(
+                exclusive(self.folder, "`distill generate --batch` is following this run")
+            )
+            self._lock = lock
         if self._driver is None or self._driver.done():
             self._driver = asyncio.create_task(self._drive())
 
@@ -246,6 +253,9 @@ class Rounds:
         if self._driver is not None:
             self._driver.cancel()
             await asyncio.gather(self._driver, return_exceptions=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # -- the rounds -----------------------------------------------------------------------
     async def _drive(self) -> None:
