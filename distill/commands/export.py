@@ -65,8 +65,8 @@ def export(
 
     The student (gguf, transformers) is the LoRA adapter of `distill train --student local:...`
     merged into its base: one GGUF that llama.cpp, Ollama and LM Studio load, with a Modelfile
-    (TEMPLATE and stop tokens from the chat template, SYSTEM from the style spec), or a folder
-    that transformers and vLLM load.
+    (TEMPLATE and stop tokens from the chat template, SYSTEM from the style spec), or a standard
+    transformers folder (config.json, safetensors, the tokenizer with its chat template).
 
     Datasets hold what training reads: train.jsonl and eval.jsonl with the current review
     decisions applied (rejected examples left out, edits as edited); the held-out split is
