@@ -15,7 +15,8 @@ taken in order from `script` for each batch created (then `default`):
 
 `gate` ("upload" or "create") does the first such request's work, then writes a line to
 `gate_log` and holds the answer back (to SIGKILL a client that has sent it but not heard
-back). `freeze` holds batches at in_progress; POST .../cancel makes the next GET `cancelled` with
+back). `create_500` makes that many batches but answers their creation with a 500.
+`freeze` holds batches at in_progress; POST .../cancel makes the next GET `cancelled` with
 the first half answered. Answers use the responder and the prompt-cache simulation of the
 chat server, so a batch's usage is what the live path's would be.
 """
@@ -58,6 +59,7 @@ class FakeBatchServer(FakeOpenAIServer):
         self.outcomes: dict[str, str] = {}
         self.freeze = threading.Event()
         self.gate: str | None = None
+        self.create_500 = 0  # this many batch creations answer 500 after making the batch
         self.gate_log: Path | None = None
         self._ids = itertools.count(1)
 
@@ -157,6 +159,9 @@ class FakeBatchServer(FakeOpenAIServer):
                 "metadata": req.get("metadata"),
             }
         await self._held("create")
+        if self.create_500:  # made, but the client hears a 500
+            self.create_500 -= 1
+            return _error("The server had an error", "server_error", status=500)
         return web.json_response(self.batches[bid])
 
     async def _list_batches(self, request: web.Request) -> web.Response:

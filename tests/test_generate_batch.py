@@ -155,6 +155,18 @@ def test_a_failed_batch_is_one_line_and_a_rerun_reuses_the_upload(seeds_file):  
         assert (server.counts["uploads"], server.counts["batches_created"]) == (1, 2)
 
 
+def test_a_batch_made_behind_a_500_is_found_not_made_again(seeds_file):  # noqa: F811
+    with FakeBatchServer(_server_responder) as server:
+        server.create_500 = 1
+        r = generate(seeds_file, server.url, "--batch")
+        assert r.exit_code == 1
+        assert "rerun the same command: it first checks whether the batch was made" in r.output
+        r = generate(seeds_file, server.url, "--batch")
+        assert r.exit_code == 0, r.output
+        assert "found batch batch_0002, created before the last run stopped" in r.output
+        assert (server.counts["uploads"], server.counts["batches_created"]) == (1, 1)
+
+
 def test_batch_needs_an_openai_teacher_and_says_so_before_anything(seeds_file):  # noqa: F811
     r = CliRunner().invoke(
         cli, ["generate", "--seeds", str(seeds_file), "--teacher", "ollama:llama3.1", "--batch"]

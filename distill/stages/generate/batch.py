@@ -37,7 +37,7 @@ from distill.backends.chat import Backend, Call
 from distill.backends.openai_backend import OpenAIBackend, usage_of
 from distill.backends.reply import InvalidOutput, Reply, Usage
 from distill.errors import BackendError, UsageError
-from distill.hosted.api import TransientError
+from distill.hosted.api import ApiError, TransientError
 from distill.hosted.batches import (
     MAX_BYTES,
     MAX_REQUESTS,
@@ -400,7 +400,26 @@ class Rounds:
         entry["pending_create"] = int(time.time())
         self._save()
         meta = {"distill_run": self.run.name[:512], "distill_input": sha}
-        b = self.api.create(entry["file_id"], meta)
+        try:
+            b = self.api.create(entry["file_id"], meta)
+        except ApiError as e:
+            if (
+                e.status_code is not None
+                and e.status_code < 500
+                and e.status_code
+                not in (
+                    408,
+                    409,
+                    429,
+                )
+            ):
+                entry.pop("pending_create", None)  # refused: no batch was made
+                self._save()
+                raise
+            raise ApiError(
+                f"{e}; rerun the same command: it first checks whether the batch was made",
+                e.status_code,
+            ) from None
         entry.update(batch_dict(b))
         entry.pop("pending_create", None)
         self._save()
