@@ -46,7 +46,18 @@ STAGES = (
 
 # flags that change how a stage runs, not what it makes: changing one does not redo the stage
 NOT_FINGERPRINTED = frozenset(
-    {"concurrency", "rpm", "tpm", "timeout", "yes", "wait", "workers", "device", "lsh_storage"}
+    {
+        "concurrency",
+        "rpm",
+        "tpm",
+        "timeout",
+        "yes",
+        "wait",
+        "workers",
+        "device",
+        "lsh_storage",
+        "index_wait",
+    }
 )
 
 
