@@ -11,6 +11,7 @@ taken in order from `script` for each batch created (then `default`):
     complete   every request answered (the output file), like the live endpoint would
     expire     the first half answered, the rest in the error file as batch_expired
     partial    every third request a 500 in the error file, the rest answered; completed
+    refuse     completed, every request answered 400 context_length_exceeded
     fail       the batch fails validation (an `errors` list, no files)
 
 `gate` ("upload" or "create") does the first such request's work, then writes a line to
@@ -232,6 +233,16 @@ class FakeBatchServer(FakeOpenAIServer):
                         "response": response,
                         "error": error,
                     }
+                )
+                continue
+            if outcome == "refuse":
+                error = {
+                    "message": "maximum context length exceeded",
+                    "code": "context_length_exceeded",
+                }
+                response = {"status_code": 400, "request_id": rid, "body": {"error": error}}
+                out.append(
+                    {"id": rid, "custom_id": line["custom_id"], "response": response, "error": None}
                 )
                 continue
             body = self.completion(line["body"])

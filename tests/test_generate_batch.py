@@ -143,6 +143,19 @@ def test_requests_a_batch_failed_inside_are_run_again(seeds_file):  # noqa: F811
     assert len(rows(run_dir() / "generated.jsonl")) == 6
 
 
+def test_a_request_the_batch_refused_is_rejected_with_the_servers_words(seeds_file):  # noqa: F811
+    with FakeBatchServer(_server_responder, default="refuse") as server:
+        r = generate(seeds_file, server.url, "--batch", "--max-reasks", "0", n=2)
+        assert server.counts["ok"] == 0
+    assert r.exit_code == 1 and "none of the 6 planned conversations passed" in r.output
+    reasons = [x["reason"] for x in rows(run_dir() / "rejected.jsonl")]
+    assert len(reasons) == 6
+    assert all(
+        "batch request failed: maximum context length exceeded (context_length_exceeded)" in x
+        for x in reasons
+    )
+
+
 def test_a_failed_batch_is_one_line_and_a_rerun_reuses_the_upload(seeds_file):  # noqa: F811
     with FakeBatchServer(_server_responder, script=["fail"]) as server:
         r = generate(seeds_file, server.url, "--batch")
