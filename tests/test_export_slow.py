@@ -75,4 +75,5 @@ def test_gguf_in_llama_cpp_answers_like_the_student(make_run, tmp_path):
         got = llama_cpp_greedy(llm, ids)
         assert got[:SAME_FIRST] == want[:SAME_FIRST], (tok.decode(got), tok.decode(want))
         differs += transformers_greedy(base, ids)[:SAME_FIRST] != want[:SAME_FIRST]
+    llm.close()
     assert differs >= 2  # the student's answers are not the base's

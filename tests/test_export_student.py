@@ -286,6 +286,7 @@ def test_gguf_in_llama_cpp_gives_the_students_logits(trained, exported):
     assert llm.tokenize(tok.decode(ids).encode(), add_bos=False, special=True) == ids
     llm.eval(ids)
     got = np.asarray(llm.scores[len(ids) - 1])
+    llm.close()
     want, before = logits(merged, ids)[-1], logits(base_model, ids)[-1]
     assert np.abs(got - want).max() < 5e-2  # F16 weights, llama.cpp's own kernels
     assert np.abs(want - before).max() > 0.5
