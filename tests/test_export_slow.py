@@ -19,12 +19,14 @@ SAME_FIRST = 8  # greedy tokens that must match: F16 rounding may flip a near-ti
 NEW_TOKENS = 24
 
 
-def transformers_greedy(model, ids: list[int]) -> list[int]:
+def transformers_greedy(model, ids: list[int], eos: int) -> list[int]:
+    """Greedy tokens up to (not including) the end token, as llama_cpp_greedy returns them."""
     import torch
 
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False)
-    return out[0, len(ids) :].tolist()
+    new = out[0, len(ids) :].tolist()
+    return new[: new.index(eos)] if eos in new else new
 
 
 def llama_cpp_greedy(llm, ids: list[int]) -> list[int]:
@@ -71,9 +73,11 @@ def test_gguf_in_llama_cpp_answers_like_the_student(make_run, tmp_path):
             "input_ids"
         ]
         assert llm.tokenize(tok.decode(ids).encode(), add_bos=False, special=True) == ids
-        want = transformers_greedy(student, ids)
+        want = transformers_greedy(student, ids, tok.eos_token_id)
         got = llama_cpp_greedy(llm, ids)
         assert got[:SAME_FIRST] == want[:SAME_FIRST], (tok.decode(got), tok.decode(want))
-        differs += transformers_greedy(base, ids)[:SAME_FIRST] != want[:SAME_FIRST]
+        differs += (
+            transformers_greedy(base, ids, tok.eos_token_id)[:SAME_FIRST] != want[:SAME_FIRST]
+        )
     llm.close()
     assert differs >= 2  # the student's answers are not the base's
