@@ -1,7 +1,7 @@
 """Large runs: how much of generate's prompt the provider's cache can serve, whether a longer
 shared prefix (more seed chats) pays, and the Batch API's cost next to the live path's.
 
-    python benchmarks/batch.py                 # 2,000 requests per configuration
+    python benchmarks/batch.py                 # --n 2000 per configuration
     python benchmarks/batch.py --n 300 --examples 3,16
 
 Runs the whole `distill generate` (greenleaf seeds, gpt-4o-mini as the teacher string) against
@@ -74,7 +74,10 @@ def main() -> None:
     from fake_openai_server import FakeOpenAIServer, conversation_responder
 
     out = Path(tempfile.mkdtemp(prefix="distill-bench-batch-"))
-    print(f"{args.n} requests per configuration, greenleaf seeds, loopback servers, {out}")
+    print(
+        f"--n {args.n} conversations asked for per configuration (rejected ones are replaced, "
+        f"re-asks counted), greenleaf seeds, loopback servers, {out}"
+    )
     print(
         "seed chats | prompt tok/request | in a prefix shared with an earlier request | "
         "billed as cached (1,024 floor) | cost of the run's tokens"

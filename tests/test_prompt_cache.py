@@ -99,3 +99,20 @@ def test_a_call_log_from_before_caching_opens_and_counts_cached_tokens(tmp_path)
     assert log.get("b").cached_tokens == 1024
     assert log.totals("generate")["cached_tokens"] == 1024
     log.close()
+
+
+def test_dry_run_says_how_long_the_shared_prefix_is_and_what_the_cache_saves(monkeypatch):
+    def dry(examples: str) -> tuple[str, float]:
+        r = CliRunner().invoke(
+            cli,
+            ["generate", "--seeds", str(SEEDS), "--n", "300", "--teacher", "gpt-4o"]
+            + ["--examples", examples, "--dry-run"],
+        )
+        assert r.exit_code == 0, r.output
+        cost = next(x for x in r.output.splitlines() if x.startswith("Estimated cost"))
+        return r.output, float(cost.split("$")[1].split()[0])
+
+    short, cost_3 = dry("3")
+    long, cost_8 = dry("8")
+    assert "under the 1,024 tokens OpenAI's prompt cache needs" in short
+    assert "billed at the cached price" in long and cost_8 < cost_3

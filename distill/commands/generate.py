@@ -198,7 +198,7 @@ def _print_dry_run(d: Any, opts: Any) -> None:
             )
         click.echo(
             f"Shared prefix: every request starts with the same {d.prefix_tokens:,} tokens "
-            f"(instructions, style spec, {opts.examples} seed chats): {cache}"
+            f"(output schema, instructions, style spec, {opts.examples} seed chats): {cache}"
         )
     if d.cost_usd is None:
         click.echo(

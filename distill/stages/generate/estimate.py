@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from distill.backends.structured import schema_of
 from distill.models import Price, batch_price, call_cost, parse_model, price_of
 from distill.stages.generate.axes import plan_axes
+from distill.stages.generate.chats import ConversationTypes
 from distill.stages.generate.options import GenerateOptions
 from distill.stages.generate.plan import PlanPoint, make_plan
 from distill.stages.generate.prompts import build_messages
@@ -86,6 +88,13 @@ def dry_run(opts: GenerateOptions) -> DryRun:
     prompts = [m["content"] for r in requests for m in r]
     prompt_tokens = count_tokens(prompts)
     prefix = count_tokens([shared_prefix(["\n".join(m["content"] for m in r) for r in requests])])
+    if shared and plan:  # the output schema goes first in every request, and is billed
+        types = ConversationTypes(spec)
+        schemas = {
+            t: count_tokens([json.dumps(schema_of(types.get(t)))]) for t in {p.turns for p in plan}
+        }
+        prompt_tokens += sum(schemas[p.turns] for p in plan)
+        prefix += min(schemas.values())
     # each output type (one per number of turns) is its own cache line: its first request pays
     repeats = len(plan) - len({p.turns for p in plan})
     cached = cacheable(prefix) * max(0, repeats) if len(plan) > 1 else 0
