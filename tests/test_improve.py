@@ -5,7 +5,6 @@ recorded in the manifest, split keeping the additions in train."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -149,19 +148,10 @@ def test_improve_round_from_the_cli_killed_then_resumed(tmp_path, tiny_model_dir
     set is the same bytes, the additions are in train only (and survive a new split), the
     round is in the manifest, and no finished teacher call was sent twice."""
     from fake_openai_server import FakeOpenAIServer
-    from test_run import _responder
+    from test_run import _responder, pipeline_env
 
-    seeds = tmp_path / "seeds"
-    seeds.mkdir()
-    (seeds / "greenleaf.jsonl").write_text(SEEDS.read_text())
-    (seeds / "greenleaf.style.toml").write_text(STYLE.read_text())
+    env = pipeline_env(tmp_path, "sk-test-improve")
     out = tmp_path / "outputs"
-    env = {
-        **os.environ,
-        "OPENAI_API_KEY": "sk-test-improve",
-        "DISTILL_OUTPUTS": str(out),
-        "DISTILL_CACHE": str(tmp_path / "cache"),
-    }
 
     def run_args(url: str) -> list[str]:
         return [
@@ -236,7 +226,7 @@ def test_improve_round_from_the_cli_killed_then_resumed(tmp_path, tiny_model_dir
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert "1 round(s) done already, skipped" in rerun.stderr
         assert server.counts["requests"] == asked
-        status = _distill(["status"], env, tmp_path)
+        status = _distill(["status"], {**env, "COLUMNS": "300"}, tmp_path)
         assert "improve 1" in status.stdout and "with a uniform control" in status.stdout
     assert (run / "eval.jsonl").read_bytes() == eval_bytes
     assert [r["id"] for r in _lines(run / "train_ids.jsonl")] == [r["id"] for r in train_after]

@@ -59,20 +59,26 @@ def _distill(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProce
     )
 
 
-def test_run_end_to_end_then_rerun_skips_current_stages(tmp_path, tiny_model_dir):
-    from fake_openai_server import FakeOpenAIServer
-
+def pipeline_env(tmp_path: Path, key: str) -> dict:
+    """A folder with seeds/greenleaf.{jsonl,style.toml} and the environment of a `distill`
+    subprocess that writes to tmp_path/outputs with `key` as its OpenAI key."""
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     (seeds / "greenleaf.jsonl").write_text(SEEDS.read_text())
     (seeds / "greenleaf.style.toml").write_text(STYLE.read_text())
-    out = tmp_path / "outputs"
-    env = {
+    return {
         **os.environ,
-        "OPENAI_API_KEY": "sk-test-e2e",
-        "DISTILL_OUTPUTS": str(out),
+        "OPENAI_API_KEY": key,
+        "DISTILL_OUTPUTS": str(tmp_path / "outputs"),
         "DISTILL_CACHE": str(tmp_path / "cache"),
     }
+
+
+def test_run_end_to_end_then_rerun_skips_current_stages(tmp_path, tiny_model_dir):
+    from fake_openai_server import FakeOpenAIServer
+
+    env = pipeline_env(tmp_path, "sk-test-e2e")
+    out = tmp_path / "outputs"
     with FakeOpenAIServer(_responder) as server:
         args = [
             "run",

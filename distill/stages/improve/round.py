@@ -147,6 +147,12 @@ def improve_round(
                 f"{c.value} ({c.failed}/{c.held_out} failed, {c.train} in train)" for c in weak
             )
             + f"; asking the teacher for {n} new examples there"
+            + (
+                ""
+                if len(plan) >= n
+                else f" (only {len(plan)} unused candidates there: customer messages neither "
+                "answered nor held out; add more to the prompts file for more)"
+            )
         )
 
     # 3. generate where the student is weak; keep what is new to the run
