@@ -124,10 +124,15 @@ def targeted(points: list[PlanPoint], cells: list[Cell], most: int) -> list[Plan
     return renumber(out)
 
 
+# the control's plan indices start here: a point both branches take is then sampled with
+# another seed (call_seed), an independent example and never the same paid request twice
+CONTROL_START = 1_000_000
+
+
 def uniform(points: list[PlanPoint], most: int) -> list[PlanPoint]:
     """The control: the first `most` candidates, as they come (every cell in proportion)."""
-    return renumber(points[:most])
+    return renumber(points[:most], CONTROL_START)
 
 
-def renumber(points: list[PlanPoint]) -> list[PlanPoint]:
-    return [replace(p, plan_index=i) for i, p in enumerate(points)]
+def renumber(points: list[PlanPoint], start: int = 0) -> list[PlanPoint]:
+    return [replace(p, plan_index=start + i) for i, p in enumerate(points)]
