@@ -237,3 +237,31 @@ def test_train_toml_student_is_a_choice_not_a_default(tmp_path, make_run, traine
     )
     assert r.exit_code == 0, r.output
     assert trained == [("local", "/models/mine")] and "student:" not in r.stderr
+
+
+def test_run_rounds_drives_improve_with_its_table_and_skips_rounds_done(
+    tmp_path, calls, seeds, monkeypatch
+):
+    import distill.commands.improve as improve_cmd
+    from distill.stages.improve import ImproveOptions
+
+    rounds: list[ImproveOptions] = []
+
+    def fake_round(run, opts):
+        rounds.append(ImproveOptions(**opts))  # the options improve itself takes
+        done = (run.manifest.get("improve") or {}).get("rounds") or []
+        run.update_manifest(improve={"rounds": [*done, {"round": len(done) + 1}]})
+
+    monkeypatch.setattr(improve_cmd, "improve_and_print", fake_round)
+    (tmp_path / "distill.toml").write_text("[improve]\ncells = 2\ncontrol = true\n")
+    r = distill_run("--seeds", seeds, "--rounds", "2", "--probe-size", "50")
+    assert r.exit_code == 0, r.output
+    assert len(rounds) == 2
+    assert all(o.cells == 2 and o.control and o.probe_size == 50 for o in rounds)
+    assert "[improve 2/2] improve ..." in r.output
+
+    again = distill_run("--seeds", seeds, "--rounds", "2", "--probe-size", "50")
+    assert again.exit_code == 0, again.output
+    assert len(rounds) == 2 and "2 round(s) done already, skipped" in again.output
+    bad = distill_run("--seeds", seeds, "--rounds", "-1")
+    assert bad.exit_code != 0 and "--rounds must be 0 or more" in bad.output
