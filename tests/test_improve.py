@@ -320,3 +320,46 @@ def test_improve_on_held_out_examples_without_plan_points_is_one_line_before_any
         "persona, intent, turns), as examples from `distill generate` do"
     )
     assert not (run.path / "improve").exists()
+
+
+def test_what_a_reviewer_rejects_among_the_additions_is_never_trained(make_run):
+    """improve's additions are reviewable: a rejected one leaves train at the next split and
+    at the gate before training, an edited one is trained as edited; eval stays as it was."""
+    from conftest import greenleaf_example
+
+    from distill.runs import read_jsonl
+    from distill.stages.review import load_examples, record_decision
+    from distill.stages.review_gate import apply_review_gate
+    from distill.stages.split import SplitConfig, split_run
+
+    pool = [
+        greenleaf_example(f"Where is my order GL-{100 + i}? It said {i} days.", f"So sorry! "
+                          f"I've checked GL-{100 + i}: it arrives in {i} days.", topic=t)
+        for i, t in enumerate(["late order", "refunds"] * 6)
+    ]  # fmt: skip
+    added = [
+        {**greenleaf_example(f"Can I repot a {p} in winter?", f"Great question! Repot the {p} "
+                             "in spring; I'll email a guide.", topic="repotting"),
+         "meta": {"topic": "repotting", "source": "improve", "round": 1}}
+        for p in ("fern", "cactus", "bonsai")
+    ]  # fmt: skip
+    run = make_run("reviewed", deduped__jsonl=pool, improve__jsonl=added)
+    split_run(run, SplitConfig(eval_size=4))
+    eval_before = run.file("eval.jsonl").read_bytes()
+    train_ids = [r["id"] for r in read_jsonl(run.file("train_ids.jsonl"))]
+    assert {a["id"] for a in added} <= set(train_ids)  # train only
+    assert {a["id"] for a in added} <= {e.id for e in load_examples(run)}  # under review
+
+    record_decision(run, added[0]["id"], "reject", "wrong advice")
+    edited = [*added[1]["messages"][:-1], {"role": "assistant", "content": "Happy to help!"}]
+    record_decision(run, added[1]["id"], "edit", messages=edited)
+    apply_review_gate(run)  # what `distill train` does first
+    train = [r["messages"] for r in read_jsonl(run.file("train.jsonl"))]
+    assert added[0]["messages"] not in train and edited in train
+    split_run(run, SplitConfig(eval_size=4))  # and a new split agrees
+    train = [r["messages"] for r in read_jsonl(run.file("train.jsonl"))]
+    assert added[0]["messages"] not in train and edited in train
+    assert added[2]["messages"] in train
+    assert run.file("eval.jsonl").read_bytes() == eval_before
+    rejected = [r for r in read_jsonl(run.file("rejected.jsonl")) if r["id"] == added[0]["id"]]
+    assert rejected and "wrong advice" in rejected[-1]["reason"]
