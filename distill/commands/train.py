@@ -21,7 +21,7 @@ from distill.runs import Run
     "--epochs",
     type=int,
     default=None,
-    help="Default: OpenAI's rule (3, scaled to 100..25,000 example-epochs).",
+    help="Default: OpenAI's rule (3, scaled to 100..25,000 example-epochs); 1 for local DPO.",
 )
 @click.option(
     "--batch-size", type=int, default=None, help="Hosted: examples per batch (default auto)."

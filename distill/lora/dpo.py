@@ -38,6 +38,9 @@ from distill.runs import append_jsonl, atomic_write_jsonl, read_jsonl
 class DPOTrainConfig(LocalTrainConfig):
     """LocalTrainConfig with DPO's own knobs: beta, and a lower default learning rate."""
 
+    # one epoch: on the demo's 74 pairs three epochs drove the DPO loss to 0.012 and the probe
+    # from 21% to 5%; one kept the probe at 20% with the same style gain, in a third the time
+    epochs: int | None = knob(1, "epochs")
     lr: float = knob(5e-5, "learning rate")
     beta: float = knob(0.1, "DPO beta: how far the policy may move from the reference")
 
