@@ -180,7 +180,8 @@ def improve_round(
     if not state["added"]:
         raise DistillError(
             f"round {round_no}: none of the {state['generated']} new examples was new to the "
-            f"run (reasons in {run.file('rejected.jsonl')}); nothing to train on"
+            f"run (reasons in {run.file('rejected.jsonl')}); nothing to train on. Delete "
+            f"{folder} and rerun with other cells (--cells, --axis) or more customer messages"
         )
 
     # 4. the control: as many examples spread as they come, a student of its own
