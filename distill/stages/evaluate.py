@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from distill.backends.base import Backend, cached_chat
+from distill.backends.base import Backend
 from distill.calls import CallLog
 from distill.errors import DistillError, InputError, RunError, UsageError
+from distill.evaluation.asking import ask_reply, ask_verdict
 from distill.evaluation.embeddings import (  # noqa: F401 - re-exported
     EMBEDDING_MODEL,
     EMBEDDING_PACKAGE,
@@ -372,13 +373,7 @@ async def _ask_all(
     async def ask(b: Backend, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
         nonlocal done
         async with sem:
-            try:
-                r = await cached_chat(
-                    b, calls, STAGE, messages, temperature=0.0, max_tokens=max_tokens, seed=0
-                )
-                a = Answer(text=r.text)
-            except DistillError as e:
-                a = Answer(error=str(e))
+            a = await ask_reply(b, calls, STAGE, messages, max_tokens)
         done += 1
         if progress:
             progress(done, total)
@@ -388,20 +383,7 @@ async def _ask_all(
         nonlocal done
         assert judge is not None
         async with sem:
-            try:
-                r = await cached_chat(
-                    judge,
-                    calls,
-                    STAGE,
-                    messages,
-                    response_model=Verdict,
-                    temperature=0.0,
-                    max_tokens=JUDGE_MAX_TOKENS,
-                    seed=0,
-                )
-                v: Verdict | str = r.value
-            except DistillError as e:
-                v = str(e)
+            v = await ask_verdict(judge, calls, STAGE, messages)
         done += 1
         if progress:
             progress(done, total)

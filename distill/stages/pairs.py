@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.backends.base import Backend, cached_chat
+from distill.backends.base import Backend
 from distill.calls import CallLog
 from distill.errors import DistillError, InputError, RunError, UsageError
+from distill.evaluation.asking import ask_reply, ask_verdict
 from distill.evaluation.inputs import (
-    JUDGE_MAX_TOKENS,
     Item,
     Verdict,
     held_out_items,
@@ -251,38 +251,14 @@ async def _ask(
 
     async def reply(c: Candidate) -> None:
         async with sem:
-            try:
-                r = await cached_chat(
-                    student,
-                    calls,
-                    STAGE,
-                    c.item.context,
-                    temperature=0.0,
-                    max_tokens=reply_max_tokens(spec),
-                    seed=0,
-                )
-                c.rejected = r.text
-            except DistillError as e:
-                c.error = str(e)
+            a = await ask_reply(student, calls, STAGE, c.item.context, reply_max_tokens(spec))
+        c.rejected, c.error = a.text, a.error
         tick()
 
     async def verdict(messages: list[dict[str, Any]]) -> Verdict | str:
         assert judge is not None
         async with sem:
-            try:
-                r = await cached_chat(
-                    judge,
-                    calls,
-                    STAGE,
-                    messages,
-                    response_model=Verdict,
-                    temperature=0.0,
-                    max_tokens=JUDGE_MAX_TOKENS,
-                    seed=0,
-                )
-                v: Verdict | str = r.value
-            except DistillError as e:
-                v = str(e)
+            v = await ask_verdict(judge, calls, STAGE, messages)
         tick()
         return v
 
