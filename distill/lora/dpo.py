@@ -29,7 +29,7 @@ from distill.lora.checkpoint import (
 )
 from distill.lora.config import LocalTrainConfig
 from distill.lora.data import Encoded, TemplateMismatch, encode_conversation
-from distill.lora.loop import lr_at
+from distill.lora.loop import epoch_bar, lr_at
 from distill.lora.model import add_lora, supervised_logits
 from distill.runs import append_jsonl, atomic_write_jsonl, read_jsonl
 
@@ -154,8 +154,6 @@ def train_dpo(
     """The DPO loop. `reference` is the SFT adapter folder (None: the base). Leaves
     out/adapter (the last epoch) and returns losses, reward accuracy and time."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-    from rich.progress import Progress as Bar
 
     from distill import local_model
 
@@ -233,15 +231,7 @@ def train_dpo(
 
     last_save = time.monotonic()
     model.train()
-    bar = Bar(
-        TextColumn("[bold]dpo[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+    bar = epoch_bar(console, "dpo")
     with bar:
         task = bar.add_task(
             f"epoch {state.epoch + 1}/{epochs}", total=total_steps, completed=state.step, status=""

@@ -75,8 +75,6 @@ def train(
 ) -> dict[str, Any]:
     """The training loop. Returns losses, epochs and time; leaves out/adapter (best epoch)."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-    from rich.progress import Progress as Bar
 
     from distill import local_model
 
@@ -149,15 +147,7 @@ def train(
 
     last_save = time.monotonic()
     model.train()
-    bar = Bar(
-        TextColumn("[bold]train[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+    bar = epoch_bar(console, "train")
     with bar:
         task = bar.add_task(
             f"epoch {state.epoch + 1}/{epochs}",
@@ -285,3 +275,24 @@ def train(
 
 def fmt_loss(x: float | None) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def epoch_bar(console: Any, label: str) -> Any:
+    """The progress bar of a training loop: '<label> epoch i/n', steps done, a status, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
